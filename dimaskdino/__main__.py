@@ -1,0 +1,5 @@
+"""``python -m dimaskdino`` runs the ``dimask`` command line."""
+
+from dimaskdino.cli import main
+
+main()

@@ -1,0 +1,71 @@
+"""The ``dimask`` typer app: one function per command, errors as one clear line."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from dimaskdino import __version__
+
+app = typer.Typer(
+    name="dimask",
+    help="DI-MaskDINO and MaskDINO: train, probe layer by layer, run the paper's studies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` on stderr and return the exit to raise (code 1)."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=1)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dimask {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True,
+                     help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """DI-MaskDINO and MaskDINO: train, probe layer by layer, run the paper's studies."""
+
+
+@app.command("build-ops")
+def build_ops(
+    cuda: Annotated[bool, typer.Option("--cuda", help="Also compile the CUDA kernel.")] = False,
+    archs: Annotated[
+        str | None,
+        typer.Option(help="CUDA architectures, e.g. '8.0;9.0' (default: the visible GPUs, "
+                          "else 8.0;9.0)."),
+    ] = None,
+) -> None:
+    """Compile the deformable-attention kernels now instead of on first use."""
+    from dimaskdino.ops.build import (
+        ExtensionBuildError,
+        load_cpu_extension,
+        load_cuda_extension,
+    )
+
+    try:
+        typer.echo(f"CPU kernel:  {load_cpu_extension().__file__}")
+        if cuda:
+            typer.echo(f"CUDA kernel: {load_cuda_extension(archs).__file__}")
+    except ExtensionBuildError as exc:
+        raise fail(str(exc)) from None
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
