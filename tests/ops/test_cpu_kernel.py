@@ -61,18 +61,25 @@ def run_with_threads(threads: int, case: Case):
         torch.set_num_threads(previous)
 
 
-def test_backward_by_head_slices_is_bitwise_thread_independent(cpu_kernel):
+# The kernel reads a head-major copy of value when queries x levels x points >= tokens
+# (encoder-like calls), value itself otherwise (decoder-like calls): test both.
+ENCODER_LIKE = dict(shapes=((9, 11), (5, 6), (3, 3)), queries=300, points=4)
+DECODER_LIKE = dict(shapes=((40, 50), (20, 25)), queries=40, points=2)
+
+
+@pytest.mark.parametrize("sizes", [ENCODER_LIKE, DECODER_LIKE], ids=["encoder", "decoder"])
+def test_backward_by_head_slices_is_bitwise_thread_independent(sizes, cpu_kernel):
     """batch x heads >= threads: each thread owns whole (batch, head) slices of grad_value."""
-    case = Case(batch=2, shapes=((9, 11), (5, 6), (3, 3)), heads=4, channels=8, queries=300,
-                points=4)
+    case = Case(batch=2, heads=4, channels=8, **sizes)
     serial, parallel = run_with_threads(1, case), run_with_threads(2, case)
     for a, b in zip(serial, parallel):
         assert torch.equal(a, b)
 
 
-def test_backward_with_private_buffers_is_reproducible(cpu_kernel):
+@pytest.mark.parametrize("sizes", [ENCODER_LIKE, DECODER_LIKE], ids=["encoder", "decoder"])
+def test_backward_with_private_buffers_is_reproducible(sizes, cpu_kernel):
     """batch x heads < threads: per-thread grad_value copies, reduced in thread order."""
-    case = Case(batch=1, shapes=((9, 11), (5, 6)), heads=1, channels=32, queries=300, points=4)
+    case = Case(batch=1, heads=1, channels=32, **sizes)
     first, second = run_with_threads(4, case), run_with_threads(4, case)
     serial = run_with_threads(1, case)
     reference = forward_and_grads(case, torch.float64, "reference")

@@ -1,8 +1,10 @@
 // C++ CPU kernel of multi-scale deformable attention, forward and backward.
 //
 // Parallelism: at::parallel_for (OpenMP in standard PyTorch builds, honouring
-// torch.set_num_threads). The forward pass splits the (batch, query, head)
-// items; each item owns its output row.
+// torch.set_num_threads) over (batch, head, query) items, queries fastest, so
+// that a thread stays on one head's value for long runs; each item owns its
+// output row. Encoder-sized calls read a head-major copy of value (see
+// kernel_value).
 //
 // Backward: each item owns its attention-weight and location gradients, but
 // grad_value is scattered (many queries sample the same tokens). Race-free
@@ -32,6 +34,11 @@ namespace {
 // Items per task: enough work to amortise scheduling, small enough to balance.
 constexpr int64_t kGrain = 16;
 
+// Element strides of value: between batches, heads and tokens (channels: 1).
+struct Strides {
+  int64_t batch, head, token;
+};
+
 struct PlainAdd {
   template <typename T>
   void operator()(T* ptr, T v) const { *ptr += v; }
@@ -43,19 +50,20 @@ struct PlainAdd {
 template <typename scalar_t, int64_t kChannels>
 struct Kernel {
   Dims d;
+  Strides strides;  // of value and of the grad_value buffers
   const scalar_t* value;
   const int64_t* shapes;
   const int64_t* starts;
   const scalar_t* loc;
   const scalar_t* attn;
 
-  // value (and grad_value) are head-major here: (N, M, S, D).
   int64_t channels() const { return kChannels > 0 ? kChannels : d.channels; }
-  int64_t stride() const { return channels(); }
+  int64_t stride() const { return strides.token; }
 
-  // Offset of token 0 of a (batch, head) slice = an item's slice index.
+  // Offset of token 0 of the item's (batch, head) slice.
   int64_t slice_offset(int64_t item) const {
-    return item / d.queries * d.tokens * channels();
+    const int64_t slice = item / d.queries;
+    return slice / d.heads * strides.batch + slice % d.heads * strides.head;
   }
 
   // Row of item (n, m, q) (head-major order) in the (N, Lq, M) query tensors.
@@ -138,7 +146,7 @@ struct Kernel {
     }
     std::vector<at::Tensor> copies;
     for (int64_t t = 1; t < threads; ++t) {
-      copies.push_back(at::zeros({d.batch, d.heads, d.tokens, d.channels},
+      copies.push_back(at::zeros({d.batch * d.tokens * d.heads * d.channels},
                                  at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>())));
     }
     at::parallel_for(0, d.items(), kGrain, [&](int64_t begin, int64_t end) {
@@ -160,16 +168,32 @@ struct Kernel {
   }
 };
 
-// `value` must be the (N, S, M, D) input; `head_major` its (N, M, S, D) copy.
+// `value` is (N, S, M, D), dense with unit channel stride, in either memory
+// order that kernel_value() produces.
 template <typename scalar_t, int64_t kChannels>
-Kernel<scalar_t, kChannels> make_kernel(const at::Tensor& value, const at::Tensor& head_major,
-                             const at::Tensor& spatial_shapes,
-                             const at::Tensor& level_start_index,
-                             const at::Tensor& sampling_locations,
-                             const at::Tensor& attention_weights) {
-  return {dims_of(value, sampling_locations),  head_major.data_ptr<scalar_t>(),
-          spatial_shapes.data_ptr<int64_t>(),  level_start_index.data_ptr<int64_t>(),
-          sampling_locations.data_ptr<scalar_t>(), attention_weights.data_ptr<scalar_t>()};
+Kernel<scalar_t, kChannels> make_kernel(const at::Tensor& value,
+                                        const at::Tensor& spatial_shapes,
+                                        const at::Tensor& level_start_index,
+                                        const at::Tensor& sampling_locations,
+                                        const at::Tensor& attention_weights) {
+  return {dims_of(value, sampling_locations),
+          {value.stride(0), value.stride(2), value.stride(1)},
+          value.data_ptr<scalar_t>(),
+          spatial_shapes.data_ptr<int64_t>(),
+          level_start_index.data_ptr<int64_t>(),
+          sampling_locations.data_ptr<scalar_t>(),
+          attention_weights.data_ptr<scalar_t>()};
+}
+
+// value as the kernel reads it: when every head samples at least as many
+// points as there are tokens (encoder layers), a head-major copy, (N, S, M, D)
+// viewed over (N, M, S, D) memory, so that a thread working through one head
+// touches one contiguous S x D block instead of a strided one spread over all
+// of value; otherwise (decoder layers, few queries) value itself, as the copy
+// would cost more than it saves.
+at::Tensor kernel_value(const at::Tensor& value, const Dims& d) {
+  if (d.queries * d.levels * d.points < d.tokens) return value;
+  return value.permute({0, 2, 1, 3}).contiguous().permute({0, 2, 1, 3});
 }
 
 // fn(std::integral_constant<int64_t, W>{}) with W = 32 for 32 channels per
@@ -191,14 +215,13 @@ at::Tensor ms_deform_attn_cpu_forward(const at::Tensor& value, const at::Tensor&
                                       const at::Tensor& attention_weights) {
   check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
                c10::DeviceType::CPU);
-  const auto head_major = value.permute({0, 2, 1, 3}).contiguous();
   const Dims d = dims_of(value, sampling_locations);
+  const auto source = kernel_value(value, d);
   auto out = at::zeros({d.batch, d.queries, d.heads * d.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_forward", [&] {
     with_channel_width(d.channels, [&](auto width) {
-      make_kernel<scalar_t, decltype(width)::value>(value, head_major, spatial_shapes,
-                                                    level_start_index, sampling_locations,
-                                                    attention_weights)
+      make_kernel<scalar_t, decltype(width)::value>(source, spatial_shapes, level_start_index,
+                                                    sampling_locations, attention_weights)
           .forward(out.data_ptr<scalar_t>());
     });
   });
@@ -215,20 +238,19 @@ std::vector<at::Tensor> ms_deform_attn_cpu_backward(
   TORCH_CHECK(grad_output.is_contiguous() && grad_output.scalar_type() == value.scalar_type() &&
                   grad_output.numel() == d.items() * d.channels,
               "grad_output must be a contiguous (N, Lq, M * D) tensor like value");
-  const auto head_major = value.permute({0, 2, 1, 3}).contiguous();
-  auto grad_value = at::zeros_like(head_major);  // head-major too; permuted back below
+  const auto source = kernel_value(value, d);
+  auto grad_value = at::zeros_like(source);  // same memory order as source
   auto grad_loc = at::empty_like(sampling_locations);
   auto grad_attn = at::empty_like(attention_weights);
   AT_DISPATCH_FLOATING_TYPES(value.scalar_type(), "ms_deform_attn_cpu_backward", [&] {
     with_channel_width(d.channels, [&](auto width) {
-      make_kernel<scalar_t, decltype(width)::value>(value, head_major, spatial_shapes,
-                                                    level_start_index, sampling_locations,
-                                                    attention_weights)
+      make_kernel<scalar_t, decltype(width)::value>(source, spatial_shapes, level_start_index,
+                                                    sampling_locations, attention_weights)
           .backward(grad_output.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(),
                     grad_loc.data_ptr<scalar_t>(), grad_attn.data_ptr<scalar_t>());
     });
   });
-  return {grad_value.permute({0, 2, 1, 3}).contiguous(), grad_loc, grad_attn};
+  return {grad_value.contiguous(), grad_loc, grad_attn};
 }
 
 }  // namespace dimask
