@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -11,3 +16,14 @@ def cpu_kernel_path() -> str:
     from dimaskdino.ops.build import load_cpu_extension
 
     return load_cpu_extension().__file__
+
+
+@pytest.fixture(scope="session")
+def golden_fixtures() -> Path:
+    """The official implementation's golden outputs: ``$DIMASK_FIXTURES`` or ../shared/fixtures."""
+    candidates = [os.environ.get("DIMASK_FIXTURES"), REPO.parent / "shared" / "fixtures"]
+    for candidate in filter(None, candidates):
+        if (Path(candidate) / "README.md").exists():
+            return Path(candidate)
+    pytest.skip("golden fixtures not found: set DIMASK_FIXTURES to the shared fixtures folder "
+                "(expected at ../shared/fixtures)")

@@ -1,0 +1,136 @@
+"""Checkpoint import: ImageNet ResNet weights in torchvision and detectron2 layouts.
+
+Backbone names here are detectron2's (``stem.conv1``, ``res2.0.conv1.norm``...), the
+names official MaskDINO / DI-MaskDINO checkpoints use under ``backbone.``. Two other
+layouts are converted:
+
+* torchvision (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``...), as
+  saved by ``torch.save(torchvision.models.resnet50(...).state_dict())``;
+* detectron2 ``.pkl`` files, a pickled dict whose ``model`` (or ``blobs``) entry maps names
+  to numpy arrays, either already in detectron2 names (torchvision weights converted by
+  detectron2's script) or in the MSRA Caffe2 names (``res2_0_branch2a_w``,
+  ``res2_0_branch2a_bn_s``...) of the original ``R-50.pkl``. Caffe2 batch norms carry only a
+  scale and a bias: their statistics stay FrozenBatchNorm's identity (mean 0, var 1 - eps).
+
+``.pkl`` files are unpickled, which can run code: load only files you trust.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model; one-line message."""
+
+
+_TORCHVISION_RULES = (
+    (r"^conv1\.", "stem.conv1."),
+    (r"^bn1\.", "stem.conv1.norm."),
+    (r"^layer(\d)\.", lambda m: f"res{int(m.group(1)) + 1}."),
+    (r"\.bn(\d)\.", r".conv\1.norm."),
+    (r"\.downsample\.0\.", ".shortcut."),
+    (r"\.downsample\.1\.", ".shortcut.norm."),
+)
+_CAFFE2_BRANCHES = {"branch1": "shortcut", "branch2a": "conv1", "branch2b": "conv2",
+                    "branch2c": "conv3"}
+_CAFFE2_SUFFIXES = {"_w": ".weight", "_bn_s": ".norm.weight", "_bn_b": ".norm.bias"}
+
+
+def torchvision_to_detectron2(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a torchvision ResNet state dict to detectron2 names (classifier dropped)."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("fc.") or key.endswith("num_batches_tracked"):
+            continue
+        name = key
+        for pattern, replacement in _TORCHVISION_RULES:
+            name = re.sub(pattern, replacement, name)
+        out[name] = value
+    return out
+
+
+def caffe2_to_detectron2(blobs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Rename MSRA Caffe2 ResNet blobs (``res2_0_branch2a_w``...) to detectron2 names."""
+    out = {}
+    for key, value in blobs.items():
+        if key.startswith("fc") or key.endswith("_momentum"):
+            continue
+        suffix = next((s for s in _CAFFE2_SUFFIXES if key.endswith(s)), None)
+        if suffix is None:
+            raise CheckpointError(f"unrecognised Caffe2 ResNet blob {key!r}")
+        base = key[: -len(suffix)]
+        if base in ("conv1", "res_conv1"):
+            name = "stem.conv1"
+        elif match := re.fullmatch(r"res(\d)_(\d+)_(branch1|branch2[abc])", base):
+            stage, block, branch = match.groups()
+            name = f"res{stage}.{block}.{_CAFFE2_BRANCHES[branch]}"
+        else:
+            raise CheckpointError(f"unrecognised Caffe2 ResNet blob {key!r}")
+        out[name + _CAFFE2_SUFFIXES[suffix]] = torch.as_tensor(np.asarray(value))
+    return out
+
+
+def read_backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read ImageNet ResNet weights (torchvision ``.pth`` or detectron2 ``.pkl``) in
+    detectron2 names."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"backbone weights not found: {path}")
+    if path.suffix == ".pkl":
+        with path.open("rb") as f:
+            try:
+                data = pickle.load(f, encoding="latin1")
+            except Exception as exc:
+                raise CheckpointError(f"cannot unpickle {path}: {exc}") from None
+        blobs = data.get("model", data.get("blobs", data)) if isinstance(data, dict) else None
+        if not isinstance(blobs, Mapping):
+            raise CheckpointError(f"{path} holds no 'model' or 'blobs' dict of arrays")
+        if any(k.startswith("stem.") for k in blobs):  # already detectron2 names
+            return {k: torch.as_tensor(np.asarray(v)) for k, v in blobs.items()
+                    if not k.startswith(("fc", "linear"))}
+        return caffe2_to_detectron2(blobs)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    if isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path} holds no state dict")
+    if any(k.startswith("layer1.") for k in state):
+        return torchvision_to_detectron2(state)
+    return dict(state)
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load ImageNet weights into a detectron2-layout ResNet.
+
+    Every weight of the file must find a parameter or buffer of the same shape; backbone
+    entries the file lacks are allowed only for FrozenBatchNorm statistics (Caffe2 files).
+    """
+    weights = read_backbone_weights(path)
+    own = backbone.state_dict()
+    unexpected = sorted(set(weights) - set(own))
+    if unexpected:
+        raise CheckpointError(f"{path}: {len(unexpected)} weights fit no backbone parameter, "
+                              f"e.g. {unexpected[0]!r}")
+    for key, value in weights.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, the backbone "
+                                  f"expects {tuple(own[key].shape)}")
+    missing = [k for k in own if k not in weights
+               and not k.endswith(("running_mean", "running_var"))]
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} backbone weights missing, "
+                              f"e.g. {missing[0]!r}")
+    with torch.no_grad():
+        for key, value in weights.items():
+            own[key].copy_(value)

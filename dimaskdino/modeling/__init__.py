@@ -1,0 +1,1 @@
+"""MaskDINO and DI-MaskDINO: backbone, encoder, DI, BATO, decoder, heads."""

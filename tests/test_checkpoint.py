@@ -1,0 +1,108 @@
+"""ImageNet backbone weights: torchvision and detectron2 (.pkl) layouts into our ResNet."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torchvision
+
+from dimaskdino.checkpoint import CheckpointError, load_backbone_weights, read_backbone_weights
+from dimaskdino.modeling.backbone import ResNet, ResNetConfig
+
+
+def randomized_torchvision_resnet50() -> torchvision.models.ResNet:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).double().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def torchvision_features(model: torchvision.models.ResNet, x: torch.Tensor) -> dict:
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    out = {}
+    for index, layer in enumerate((model.layer1, model.layer2, model.layer3, model.layer4)):
+        x = layer(x)
+        out[f"res{index + 2}"] = x
+    return out
+
+
+def test_torchvision_weights_reproduce_torchvision_features(tmp_path):
+    reference = randomized_torchvision_resnet50()
+    path = tmp_path / "resnet50.pth"
+    torch.save(reference.state_dict(), path)
+    model = ResNet(ResNetConfig()).double().eval()
+    load_backbone_weights(model, path)
+    x = torch.randn(2, 3, 96, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, want = model(x), torchvision_features(reference, x)
+    for stage in want:
+        torch.testing.assert_close(got[stage], want[stage], rtol=0, atol=1e-10, msg=stage)
+
+
+def test_detectron2_named_pkl_loads_exactly(tmp_path):
+    source = ResNet(ResNetConfig(stem_out_channels=8, res2_out_channels=16, width_per_group=4))
+    blobs = {k: v.numpy() for k, v in source.state_dict().items()}
+    blobs["linear.weight"] = torch.zeros(3, 3).numpy()  # a classifier is ignored
+    path = tmp_path / "r50.pkl"
+    path.write_bytes(pickle.dumps({"model": blobs, "__author__": "test"}))
+    target = ResNet(ResNetConfig(stem_out_channels=8, res2_out_channels=16, width_per_group=4))
+    load_backbone_weights(target, path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def caffe2_blobs(model: ResNet) -> dict:
+    """MSRA Caffe2 names for every conv weight and BN scale/bias of ``model``."""
+    names = {"shortcut": "branch1", "conv1": "branch2a", "conv2": "branch2b",
+             "conv3": "branch2c"}
+    blobs = {"fc1000_w": torch.zeros(10, 4).numpy()}
+    for key, value in model.state_dict().items():
+        if key.endswith(("running_mean", "running_var")):
+            continue
+        parts = key.split(".")
+        if parts[0] == "stem":
+            base = "conv1" if parts[2] == "weight" else "res_conv1"
+        else:
+            base = f"{parts[0]}_{parts[1]}_{names[parts[2]]}"
+        suffix = {"weight": "_w"}[parts[-1]] if parts[-2] != "norm" else \
+            {"weight": "_bn_s", "bias": "_bn_b"}[parts[-1]]
+        blobs[base + suffix] = value.numpy()
+    return blobs
+
+
+def test_caffe2_pkl_maps_every_blob(tmp_path):
+    config = ResNetConfig(stem_out_channels=8, res2_out_channels=16, width_per_group=4,
+                          stride_in_1x1=True)
+    source = ResNet(config)
+    with torch.no_grad():
+        for name, buffer in source.named_buffers():
+            if name.endswith(("weight", "bias")):
+                buffer.normal_()
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(pickle.dumps({"blobs": caffe2_blobs(source)}))
+    target = ResNet(config)
+    load_backbone_weights(target, path)
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    model = ResNet(ResNetConfig(res2_out_channels=128))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_backbone_weights(model, tmp_path / "missing.pth")
+    path = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"res2.0.conv3.weight has shape \(256, 64, 1, 1\)"):
+        load_backbone_weights(model, path)
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(pickle.dumps({"blobs": {"res2_0_branch9_w": torch.zeros(1).numpy()}}))
+    with pytest.raises(CheckpointError, match="unrecognised Caffe2 ResNet blob"):
+        read_backbone_weights(bad)
