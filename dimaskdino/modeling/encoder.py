@@ -1,0 +1,234 @@
+"""The MaskDINO encoder (the pixel decoder of the segmentation literature).
+
+Backbone maps res3..res5 are projected to ``conv_dim`` channels (1x1 conv + GroupNorm),
+one or more extra levels are made by 3x3 stride-2 convolutions from res5, and deformable
+self-attention layers refine all tokens together. The first (stride-8) output is then fused
+FPN-style with res2 into the stride-4 ``mask_features`` that every mask is predicted from.
+
+Module names follow the official ``sem_seg_head.pixel_decoder`` so its weights load by key.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dimaskdino.modeling.position import sine_position_embedding
+from dimaskdino.ops import MSDeformAttn
+
+
+@dataclass
+class EncoderConfig:
+    """The official ``SEM_SEG_HEAD`` encoder options (and ``MaskDINO.NHEADS`` / ``DROPOUT``)."""
+
+    in_channels: dict[str, int]          # channels of res2..res5
+    in_strides: dict[str, int]           # strides of res2..res5
+    conv_dim: int = 256
+    mask_dim: int = 256
+    layers: int = 6
+    heads: int = 8
+    points: int = 4
+    dim_feedforward: int = 1024
+    dropout: float = 0.0
+    transformer_in_features: tuple[str, ...] = ("res3", "res4", "res5")
+    total_levels: int = 4
+    common_stride: int = 4
+
+    @classmethod
+    def from_official(cls, model: dict, in_channels: dict[str, int],
+                      in_strides: dict[str, int]) -> EncoderConfig:
+        """From the ``MODEL`` section of an official config and the backbone's shapes."""
+        head, maskdino = model["SEM_SEG_HEAD"], model["MaskDINO"]
+        if head.get("PIXEL_DECODER_NAME", "MaskDINOEncoder") != "MaskDINOEncoder":
+            raise ValueError(f"pixel decoder {head['PIXEL_DECODER_NAME']!r} is not supported")
+        if head.get("FEATURE_ORDER", "low2high") != "low2high":
+            raise ValueError("only FEATURE_ORDER low2high (every official config) is supported")
+        if head.get("NORM", "GN") != "GN":
+            raise ValueError(f"encoder norm {head['NORM']!r} is not supported (only GN)")
+        used = [f for f in head.get("IN_FEATURES", list(in_channels)) if f in in_channels]
+        return cls(
+            in_channels={f: in_channels[f] for f in used},
+            in_strides={f: in_strides[f] for f in used},
+            conv_dim=head["CONVS_DIM"],
+            mask_dim=head["MASK_DIM"],
+            layers=head["TRANSFORMER_ENC_LAYERS"],
+            heads=maskdino["NHEADS"],  # the official encoder reads these, not SEM_SEG_HEAD's
+            dim_feedforward=head["DIM_FEEDFORWARD"],
+            dropout=maskdino.get("DROPOUT", 0.0),
+            transformer_in_features=tuple(head["DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES"]),
+            total_levels=head["TOTAL_NUM_FEATURE_LEVELS"],
+            common_stride=head["COMMON_STRIDE"],
+        )
+
+
+def conv_gn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
+            ) -> nn.Sequential:
+    """Convolution with bias, then GroupNorm(32): the official ``input_proj`` entries."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                  padding=kernel_size // 2),
+        nn.GroupNorm(32, out_channels),
+    )
+
+
+class ConvGN(nn.Conv2d):
+    """Bias-free convolution followed by ``self.norm`` = GroupNorm(32) (detectron2 naming)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
+                         bias=False)
+        self.norm = nn.GroupNorm(32, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(super().forward(x))
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm deformable self-attention + FFN over all tokens of all levels."""
+
+    def __init__(self, dim: int, dim_feedforward: int, dropout: float, levels: int,
+                 heads: int, points: int) -> None:
+        super().__init__()
+        self.self_attn = MSDeformAttn(dim, levels, heads, points)
+        self.norm1 = nn.LayerNorm(dim)
+        self.linear1 = nn.Linear(dim, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor,
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> torch.Tensor:
+        """``src``, ``pos`` ``(B, S, C)``, ``reference_points`` ``(B, S, L, 2)``: ``(B, S, C)``."""
+        attended = self.self_attn(src + pos, reference_points, src, spatial_shapes,
+                                  level_start_index)
+        src = self.norm1(src + self.dropout(attended))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout(ffn))
+
+
+class DeformableEncoder(nn.Module):
+    """Level embeddings + a stack of :class:`EncoderLayer` (official ``transformer``)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        dim = config.conv_dim
+        self.level_embed = nn.Parameter(torch.empty(config.total_levels, dim))
+        self.encoder = nn.Module()
+        self.encoder.layers = nn.ModuleList(
+            EncoderLayer(dim, config.dim_feedforward, config.dropout, config.total_levels,
+                         config.heads, config.points)
+            for _ in range(config.layers)
+        )
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for layer in self.encoder.layers:
+            layer.self_attn.reset_parameters()
+        nn.init.normal_(self.level_embed)
+
+    def forward(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor,
+                                                         torch.Tensor]:
+        """Encode maps ``(B, C, H_l, W_l)`` (no padding masks, as the official model runs).
+
+        Returns ``memory (B, S, C)``, ``spatial_shapes (L, 2)``, ``level_start_index (L,)``.
+        """
+        batch, dim = maps[0].shape[:2]
+        like = {"dtype": maps[0].dtype, "device": maps[0].device}
+        tokens, pos, refs = [], [], []
+        for level, feature in enumerate(maps):
+            height, width = feature.shape[-2:]
+            tokens.append(feature.flatten(2).transpose(1, 2))
+            embed = sine_position_embedding(batch, height, width, dim, **like)
+            pos.append(embed.flatten(2).transpose(1, 2) + self.level_embed[level])
+            ys = (torch.arange(height, **like) + 0.5) / height
+            xs = (torch.arange(width, **like) + 0.5) / width
+            grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+            refs.append(torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=-1))
+        spatial_shapes = torch.tensor([m.shape[-2:] for m in maps], dtype=torch.long,
+                                      device=like["device"])
+        level_start_index = torch.cat((spatial_shapes.new_zeros(1),
+                                       spatial_shapes.prod(1).cumsum(0)[:-1]))
+        memory, pos = torch.cat(tokens, 1), torch.cat(pos, 1)
+        # every token looks from its own pixel centre on every level (valid ratios are 1)
+        reference_points = torch.cat(refs)[None, :, None, :].expand(batch, -1, len(maps), 2)
+        for layer in self.encoder.layers:
+            memory = layer(memory, pos, reference_points, spatial_shapes, level_start_index)
+        return memory, spatial_shapes, level_start_index
+
+
+class MaskDINOEncoder(nn.Module):
+    """Multi-scale deformable encoder with the stride-4 mask-feature branch.
+
+    ``forward(features)`` with ``features[name]`` ``(B, C_name, H_name, W_name)`` for res2..res5
+    returns a dict:
+
+    * ``multi_scale_features``: ``total_levels`` maps ``(B, conv_dim, H_l, W_l)``, high
+      resolution first (strides 8, 16, 32, 64 for the official configs);
+    * ``mask_features``: ``(B, mask_dim, H/4, W/4)``;
+    * ``memory``: ``(B, S, conv_dim)`` the encoder tokens in the same level order;
+    * ``spatial_shapes`` ``(L, 2)`` and ``level_start_index`` ``(L,)`` of ``memory``.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.conv_dim
+        # transformer levels from high to low resolution, then the extra downsampled ones
+        self.levels = sorted(config.transformer_in_features, key=config.in_strides.__getitem__)
+        lowest = self.levels[-1]
+        projections = [conv_gn(config.in_channels[name], dim, 1) for name in self.levels]
+        in_channels = config.in_channels[lowest]
+        for _ in range(config.total_levels - len(self.levels)):
+            projections.append(conv_gn(in_channels, dim, 3, stride=2))
+            in_channels = dim
+        self.input_proj = nn.ModuleList(projections)
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight)
+            nn.init.zeros_(proj[0].bias)
+        self.transformer = DeformableEncoder(config)
+        self.mask_features = nn.Conv2d(dim, config.mask_dim, 1)
+        # FPN levels between the encoder's finest stride and common_stride (res2 for 8 -> 4)
+        finest = min(config.in_strides[name] for name in self.levels)
+        fpn_count = max(int(math.log2(finest) - math.log2(config.common_stride)), 1)
+        by_stride = sorted(config.in_channels, key=config.in_strides.__getitem__)
+        self.fpn_features = by_stride[:fpn_count]
+        for index, name in enumerate(self.fpn_features, start=1):
+            setattr(self, f"adapter_{index}", ConvGN(config.in_channels[name], dim, 1))
+            setattr(self, f"layer_{index}", ConvGN(dim, dim, 3))
+        for conv in [self.mask_features] + [getattr(self, f"{kind}_{i}") for i in
+                                            range(1, fpn_count + 1)
+                                            for kind in ("adapter", "layer")]:
+            nn.init.kaiming_uniform_(conv.weight, a=1)  # detectron2's c2_xavier_fill
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
+
+    def forward(self, features: dict[str, torch.Tensor]) -> dict:
+        maps = [proj(features[name]) for proj, name in zip(self.input_proj, self.levels)]
+        extra = features[self.levels[-1]]
+        for proj in self.input_proj[len(self.levels):]:
+            extra = proj(extra)
+            maps.append(extra)
+        memory, spatial_shapes, level_start_index = self.transformer(maps)
+        batch, dim = memory.shape[0], memory.shape[-1]
+        outputs = [
+            tokens.transpose(1, 2).reshape(batch, dim, int(h), int(w))
+            for tokens, (h, w) in zip(memory.split(spatial_shapes.prod(1).tolist(), dim=1),
+                                      spatial_shapes.tolist())
+        ]
+        for index in range(len(self.fpn_features), 0, -1):  # coarse to fine
+            # as the official code does, every FPN level upsamples the finest encoder map
+            lateral = getattr(self, f"adapter_{index}")(features[self.fpn_features[index - 1]])
+            fused = lateral + F.interpolate(outputs[0], size=lateral.shape[-2:],
+                                            mode="bilinear", align_corners=False)
+            fused = F.relu(getattr(self, f"layer_{index}")(fused))
+        return {
+            "multi_scale_features": outputs,
+            "mask_features": self.mask_features(fused),
+            "memory": memory,
+            "spatial_shapes": spatial_shapes,
+            "level_start_index": level_start_index,
+        }
