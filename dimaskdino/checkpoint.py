@@ -134,3 +134,55 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     with torch.no_grad():
         for key, value in weights.items():
             own[key].copy_(value)
+
+
+# Official (detectron2 / MaskDINO) key prefixes -> this package's, first match wins.
+_OFFICIAL_PREFIXES = (
+    ("sem_seg_head.pixel_decoder.", "encoder."),
+    ("sem_seg_head.predictor.enc_output", "predictor.selection.enc_output"),
+    ("sem_seg_head.predictor.class_embed.", "predictor.heads.class_embed."),
+    ("sem_seg_head.predictor.mask_embed.", "predictor.heads.mask_embed."),
+    ("sem_seg_head.predictor.decoder_norm.", "predictor.heads.decoder_norm."),
+    ("sem_seg_head.predictor._bbox_embed.", "predictor.heads.bbox_embed."),
+    ("sem_seg_head.predictor.", "predictor."),
+    ("backbone.", "backbone."),
+    ("pixel_mean", "pixel_mean"),
+    ("pixel_std", "pixel_std"),
+)
+# Official keys that carry no weights: the loss's class weights, rebuilt from the config.
+_OFFICIAL_DROPPED = ("criterion.",)
+# Official keys that alias a shared module registered under another name.
+_OFFICIAL_ALIASES = (
+    (r"^sem_seg_head\.predictor\.(decoder\.)?bbox_embed\.\d+\.",
+     "sem_seg_head.predictor._bbox_embed."),
+    (r"^sem_seg_head\.predictor\.decoder\.norm\.", "sem_seg_head.predictor.decoder_norm."),
+)
+
+
+def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename an official MaskDINO / DI-MaskDINO state dict to this package's keys.
+
+    The official model registers its shared box head and decoder norm under several names
+    (``_bbox_embed``, ``bbox_embed.<i>``, ``decoder.bbox_embed.<i>``; ``decoder_norm``,
+    ``decoder.norm``); each alias must equal its canonical entry and is dropped, as is the
+    loss's ``criterion.empty_weight``. A key no rule knows raises :class:`CheckpointError`.
+    """
+    out = {}
+    for key, value in state.items():
+        if key.startswith(_OFFICIAL_DROPPED):
+            continue
+        alias = next((re.sub(pattern, canonical, key) for pattern, canonical
+                      in _OFFICIAL_ALIASES if re.match(pattern, key)), None)
+        if alias is not None:
+            if alias not in state:
+                raise CheckpointError(f"{key} aliases {alias}, which the checkpoint lacks")
+            if not torch.equal(state[alias], value):
+                raise CheckpointError(f"{key} should equal its shared module {alias} but "
+                                      "differs")
+            continue
+        prefix = next(((old, new) for old, new in _OFFICIAL_PREFIXES if key.startswith(old)),
+                      None)
+        if prefix is None:
+            raise CheckpointError(f"unrecognised official checkpoint key {key!r}")
+        out[prefix[1] + key[len(prefix[0]):]] = value
+    return out

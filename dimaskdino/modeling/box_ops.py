@@ -1,0 +1,67 @@
+"""Box conversions and the mask-to-box rule that initialises decoder boxes."""
+
+from __future__ import annotations
+
+import torch
+
+
+def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``log(x / (1 - x))`` with ``x`` clamped to ``[0, 1]`` and both terms to ``>= eps``."""
+    x = x.clamp(min=0, max=1)
+    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
+
+
+def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` corners ``(x0, y0, x1, y1)`` -> ``(cx, cy, w, h)``."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
+
+
+def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` ``(cx, cy, w, h)`` -> corners ``(x0, y0, x1, y1)``."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+
+
+def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """Tight pixel-index boxes of boolean masks (the official ``mask2box``).
+
+    Args:
+        masks: ``(N, H, W)`` bool.
+
+    Returns:
+        ``(N, 4)`` ``(x_min, y_min, x_max, y_max)`` as the min / max column and row index of
+        the mask's pixels (inclusive, no +1), in float32. An empty mask gives
+        ``(1e8, 1e8, 0, 0)``, as in the official code.
+    """
+    if masks.numel() == 0:
+        return torch.zeros((0, 4), device=masks.device)
+    height, width = masks.shape[-2:]
+    ys = torch.arange(height, dtype=torch.float32, device=masks.device)[:, None]
+    xs = torch.arange(width, dtype=torch.float32, device=masks.device)[None, :]
+    x_index, y_index = masks * xs, masks * ys
+    outside = ~masks
+    return torch.stack((
+        x_index.masked_fill(outside, 1e8).flatten(1).min(-1).values,
+        y_index.masked_fill(outside, 1e8).flatten(1).min(-1).values,
+        x_index.flatten(1).max(-1).values,
+        y_index.flatten(1).max(-1).values,
+    ), dim=1)
+
+
+def mask_logits_to_boxes(mask_logits: torch.Tensor) -> torch.Tensor:
+    """Initial decoder boxes from mask logits, in inverse-sigmoid space.
+
+    Args:
+        mask_logits: ``(B, Q, H, W)`` at the mask-feature resolution.
+
+    Returns:
+        ``(B, Q, 4)``: ``inverse_sigmoid`` of the normalized ``(cx, cy, w, h)`` of
+        ``mask_logits > 0`` (pixel indices divided by ``W`` / ``H``), in the logits' dtype.
+    """
+    batch, queries, height, width = mask_logits.shape
+    boxes = masks_to_boxes(mask_logits.detach().flatten(0, 1) > 0).to(mask_logits.dtype)
+    scale = torch.tensor([width, height, width, height], dtype=mask_logits.dtype,
+                         device=mask_logits.device)
+    boxes = box_xyxy_to_cxcywh(boxes) / scale
+    return inverse_sigmoid(boxes.reshape(batch, queries, 4))

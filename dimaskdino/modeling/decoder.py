@@ -1,0 +1,104 @@
+"""The deformable decoder: self-attention, multi-scale deformable cross-attention, FFN,
+with iterative box refinement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dimaskdino.modeling.box_ops import inverse_sigmoid
+from dimaskdino.modeling.heads import MLP, PredictionHeads
+from dimaskdino.modeling.position import sine_box_embedding
+from dimaskdino.ops import MSDeformAttn
+
+
+class DecoderLayer(nn.Module):
+    """Post-norm: self-attention (``norm2``), deformable cross-attention (``norm1``), FFN
+    (``norm3``); the official parameter names."""
+
+    def __init__(self, dim: int, dim_feedforward: int, dropout: float, levels: int,
+                 heads: int = 8, points: int = 4) -> None:
+        super().__init__()
+        self.cross_attn = MSDeformAttn(dim, levels, heads, points)
+        self.norm1 = nn.LayerNorm(dim)
+        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.linear1 = nn.Linear(dim, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor,
+                reference_points: torch.Tensor, memory: torch.Tensor,
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                self_attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``tgt``, ``query_pos`` ``(B, Q, C)``; ``reference_points`` ``(B, Q, L, 4)``;
+        ``memory`` ``(B, S, C)``; ``self_attn_mask`` ``(Q, Q)`` bool, True = blocked.
+        Returns ``(B, Q, C)``."""
+        q = tgt + query_pos
+        attended = self.self_attn(q, q, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
+        tgt = self.norm2(tgt + self.dropout(attended))
+        attended = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes,
+                                   level_start_index)
+        tgt = self.norm1(tgt + self.dropout(attended))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.dropout(ffn))
+
+
+# after_layer(index, raw_output) -> memory for the following layers, or None to keep it
+LayerHook = Callable[[int, torch.Tensor], torch.Tensor | None]
+
+
+class DeformableDecoder(nn.Module):
+    """Decoder layers with box-conditioned query positions and iterative box refinement."""
+
+    def __init__(self, dim: int, dim_feedforward: int, num_layers: int, levels: int,
+                 dropout: float = 0.0, heads: int = 8, points: int = 4) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            DecoderLayer(dim, dim_feedforward, dropout, levels, heads, points)
+            for _ in range(num_layers))
+        self.ref_point_head = MLP(2 * dim, dim, dim, 2)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        for layer in self.layers:
+            layer.cross_attn.reset_parameters()
+
+    def forward(self, tgt: torch.Tensor, refpoints_unsigmoid: torch.Tensor,
+                memory: torch.Tensor, spatial_shapes: torch.Tensor,
+                level_start_index: torch.Tensor, heads: PredictionHeads,
+                self_attn_mask: torch.Tensor | None = None,
+                after_layer: LayerHook | None = None,
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Run every layer.
+
+        Each layer's queries take their position from the sine embedding of their current
+        box (through ``ref_point_head``) and sample all levels around it. After the layer
+        the box becomes ``sigmoid(bbox_embed(raw output) + inverse_sigmoid(box))``.
+
+        Returns:
+            ``hidden``: per layer ``decoder_norm(output)`` ``(B, Q, C)``;
+            ``references``: ``L + 1`` boxes ``(B, Q, 4)`` in sigmoid space, the input boxes
+            first, entry ``l`` the boxes handed to layer ``l + 1``.
+        """
+        output = tgt
+        boxes = refpoints_unsigmoid.sigmoid()
+        levels = spatial_shapes.shape[0]
+        hidden, references = [], [boxes]
+        dim = tgt.shape[-1]
+        for index, layer in enumerate(self.layers):
+            query_pos = self.ref_point_head(sine_box_embedding(boxes, dim))
+            reference_points = boxes[:, :, None].expand(-1, -1, levels, -1)
+            output = layer(output, query_pos, reference_points, memory, spatial_shapes,
+                           level_start_index, self_attn_mask)
+            boxes_new = (heads.bbox_embed(output) + inverse_sigmoid(boxes)).sigmoid()
+            references.append(boxes_new)
+            boxes = boxes_new.detach()
+            hidden.append(heads.decoder_norm(output))
+            if after_layer is not None and (updated := after_layer(index, output)) is not None:
+                memory = updated
+        return hidden, references
