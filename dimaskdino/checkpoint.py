@@ -144,6 +144,11 @@ _OFFICIAL_PREFIXES = (
     ("sem_seg_head.predictor.mask_embed.", "predictor.heads.mask_embed."),
     ("sem_seg_head.predictor.decoder_norm.", "predictor.heads.decoder_norm."),
     ("sem_seg_head.predictor._bbox_embed.", "predictor.heads.bbox_embed."),
+    ("sem_seg_head.predictor.oldm_norm.", "predictor.di.norm."),
+    ("sem_seg_head.predictor._oldm_bbox_embed.", "predictor.di.bbox_embed."),
+    ("sem_seg_head.predictor.oldm.", "predictor.di."),
+    ("sem_seg_head.predictor.query_guide_feature_update.", "predictor.bato.feature_update."),
+    ("sem_seg_head.predictor.decoder.mask_output_conv.", "predictor.bato.mask_output_conv."),
     ("sem_seg_head.predictor.", "predictor."),
     ("backbone.", "backbone."),
     ("pixel_mean", "pixel_mean"),
@@ -156,15 +161,25 @@ _OFFICIAL_ALIASES = (
     (r"^sem_seg_head\.predictor\.(decoder\.)?bbox_embed\.\d+\.",
      "sem_seg_head.predictor._bbox_embed."),
     (r"^sem_seg_head\.predictor\.decoder\.norm\.", "sem_seg_head.predictor.decoder_norm."),
+    (r"^sem_seg_head\.predictor\.(oldm_bbox_embed|oldm\.bbox_embed)\.\d+\.",
+     "sem_seg_head.predictor._oldm_bbox_embed."),
+    (r"^sem_seg_head\.predictor\.oldm\.norm\.", "sem_seg_head.predictor.oldm_norm."),
+    (r"^sem_seg_head\.predictor\.(oldm|decoder)\.class_embed\.",
+     "sem_seg_head.predictor.class_embed."),
+    (r"^sem_seg_head\.predictor\.decoder\.mask_embed\.", "sem_seg_head.predictor.mask_embed."),
+    (r"^sem_seg_head\.predictor\.decoder\.query_guide_feature_update\.",
+     "sem_seg_head.predictor.query_guide_feature_update."),
 )
 
 
 def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename an official MaskDINO / DI-MaskDINO state dict to this package's keys.
 
-    The official model registers its shared box head and decoder norm under several names
-    (``_bbox_embed``, ``bbox_embed.<i>``, ``decoder.bbox_embed.<i>``; ``decoder_norm``,
-    ``decoder.norm``); each alias must equal its canonical entry and is dropped, as is the
+    The official model registers shared modules under several names (``_bbox_embed``,
+    ``bbox_embed.<i>``, ``decoder.bbox_embed.<i>``; ``decoder_norm``, ``decoder.norm``; for
+    DI-MaskDINO also ``oldm.*`` copies of the DI box head, norm and class head, and
+    ``decoder.*`` copies of the class head, mask head and BATO's feature update); each alias
+    must equal its canonical entry and is dropped, as is the
     loss's ``criterion.empty_weight``. A key no rule knows raises :class:`CheckpointError`.
     """
     out = {}

@@ -48,8 +48,9 @@ class DecoderLayer(nn.Module):
         return self.norm3(tgt + self.dropout(ffn))
 
 
-# after_layer(index, raw_output) -> memory for the following layers, or None to keep it
-LayerHook = Callable[[int, torch.Tensor], torch.Tensor | None]
+# before_layer(index, previous raw output, query_pos) -> memory for this and the following
+# layers, or None to keep it; called before every layer but the first (BATO's entry point)
+LayerHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
 
 
 class DeformableDecoder(nn.Module):
@@ -72,7 +73,7 @@ class DeformableDecoder(nn.Module):
                 memory: torch.Tensor, spatial_shapes: torch.Tensor,
                 level_start_index: torch.Tensor, heads: PredictionHeads,
                 self_attn_mask: torch.Tensor | None = None,
-                after_layer: LayerHook | None = None,
+                before_layer: LayerHook | None = None,
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Run every layer.
 
@@ -92,6 +93,9 @@ class DeformableDecoder(nn.Module):
         dim = tgt.shape[-1]
         for index, layer in enumerate(self.layers):
             query_pos = self.ref_point_head(sine_box_embedding(boxes, dim))
+            if index > 0 and before_layer is not None:
+                updated = before_layer(index, output, query_pos)
+                memory = memory if updated is None else updated
             reference_points = boxes[:, :, None].expand(-1, -1, levels, -1)
             output = layer(output, query_pos, reference_points, memory, spatial_shapes,
                            level_start_index, self_attn_mask)
@@ -99,6 +103,4 @@ class DeformableDecoder(nn.Module):
             references.append(boxes_new)
             boxes = boxes_new.detach()
             hidden.append(heads.decoder_norm(output))
-            if after_layer is not None and (updated := after_layer(index, output)) is not None:
-                memory = updated
         return hidden, references

@@ -1,4 +1,11 @@
-"""The MaskDINO predictor: query selection, layer-0 prediction, decoder, per-layer heads."""
+"""The predictor of MaskDINO and DI-MaskDINO: query selection, DI, layer-0 prediction,
+the decoder with BATO, per-layer heads.
+
+MaskDINO is the predictor with DI and BATO off (one selection of ``num_queries`` tokens);
+DI-MaskDINO turns on DI (first selection of ``first_selected_queries`` tokens, token
+interaction, second selection of ``num_queries``) and BATO (``num_guiding_tokens`` guiding
+tokens before decoder layer 1). Each switch works alone, as the paper's Tab. 4 needs.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dimaskdino.modeling.bato import BalanceAwareTokens
 from dimaskdino.modeling.box_ops import inverse_sigmoid, mask_logits_to_boxes
 from dimaskdino.modeling.decoder import DeformableDecoder
+from dimaskdino.modeling.di import DeImbalance
 from dimaskdino.modeling.heads import PredictionHeads
+from dimaskdino.modeling.position import sine_position_embedding
 from dimaskdino.modeling.selection import QuerySelection
 
 
@@ -26,6 +36,9 @@ class PredictorConfig:
     levels: int = 4
     dropout: float = 0.0
     initialize_box_type: str = "mask2box"
+    first_selected_queries: int | None = None  # DI's k1; None: DI off
+    ti_layers: int = 2
+    num_guiding_tokens: int | None = None      # BATO's guiding tokens; None: BATO off
     # the official decoder builds its attention with the constructor default of 8 heads
     # whatever MODEL.MaskDINO.NHEADS says, and 4 sampling points
     heads: int = 8
@@ -44,6 +57,7 @@ class PredictorConfig:
         if head["CONVS_DIM"] != maskdino["HIDDEN_DIM"] or maskdino.get("ENFORCE_INPUT_PROJ"):
             raise ValueError("decoder input projections (CONVS_DIM != HIDDEN_DIM or "
                              "ENFORCE_INPUT_PROJ) are not supported")
+        di_maskdino = maskdino.get("TRANSFORMER_DECODER_NAME") == "DIMaskDINODecoder"
         box_init = maskdino.get("INITIALIZE_BOX_TYPE", "mask2box")
         if box_init not in ("mask2box", "no"):
             raise ValueError(f"INITIALIZE_BOX_TYPE {box_init!r} is not supported")
@@ -57,6 +71,9 @@ class PredictorConfig:
             levels=head["TOTAL_NUM_FEATURE_LEVELS"],
             dropout=maskdino.get("DROPOUT", 0.0),
             initialize_box_type=box_init,
+            first_selected_queries=maskdino["FIRST_SELECTED_QUERIES"] if di_maskdino else None,
+            ti_layers=maskdino.get("TI_LAYERS", 2),
+            num_guiding_tokens=maskdino["NUM_GUIDING_TOKENS"] if di_maskdino else None,
         )
 
 
@@ -79,10 +96,14 @@ class MaskDINOPredictor(nn.Module):
 
     * ``memory``, ``spatial_shapes``, ``level_start_index``: the decoder's tokens, coarsest
       level first;
-    * ``selection``: :class:`QuerySelection`'s outputs (all tokens and the top-k);
-    * ``interm``: predictions of the selected tokens (``pred_logits (B, Q, K)``,
-      ``pred_boxes (B, Q, 4)`` normalized cxcywh, ``pred_masks (B, Q, H/4, W/4)``);
+    * ``selection``: :class:`QuerySelection`'s outputs (all tokens and the top-k, k = k1
+      with DI, else ``num_queries``);
+    * ``interm``: predictions of the selected tokens (``pred_logits (B, k, K)``,
+      ``pred_boxes (B, k, 4)`` normalized cxcywh, ``pred_masks (B, k, H/4, W/4)``);
+    * ``initial_boxes_unsigmoid (B, k, 4)``: their boxes from ``mask2box``;
+    * ``di`` (DI on): :class:`DeImbalance`'s outputs;
     * ``refpoints_unsigmoid (B, Q, 4)`` and ``tgt (B, Q, C)``: the decoder's input queries;
+    * ``bato`` (BATO on and >= 2 decoder layers): :class:`BalanceAwareTokens`' outputs;
     * ``layers``: ``dec_layers + 1`` dicts of ``pred_logits``, ``pred_boxes``, ``pred_masks``,
       layer 0 being the prediction from the decoder's input queries;
     * ``hidden``, ``references``: the decoder's outputs (see :class:`DeformableDecoder`).
@@ -98,6 +119,13 @@ class MaskDINOPredictor(nn.Module):
                                          config.levels, config.dropout, config.heads,
                                          config.points)
         self.label_enc = nn.Embedding(config.num_classes, dim)  # denoising queries' labels
+        if config.first_selected_queries is not None:
+            self.di = DeImbalance(dim, config.dim_feedforward, config.ti_layers,
+                                  config.dropout, config.heads)
+        if config.num_guiding_tokens is not None:
+            self.bato = BalanceAwareTokens(dim, config.dim_feedforward,
+                                           config.num_guiding_tokens, config.dropout,
+                                           config.heads)
 
     def predict_layer(self, hidden: torch.Tensor, mask_features: torch.Tensor,
                       boxes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -107,33 +135,51 @@ class MaskDINOPredictor(nn.Module):
 
     def forward(self, multi_scale_features: list[torch.Tensor],
                 mask_features: torch.Tensor) -> dict:
-        memory, spatial_shapes, level_start_index = flatten_levels(multi_scale_features[::-1])
-        selection = self.selection(memory, spatial_shapes, self.config.num_queries, self.heads)
+        config = self.config
+        maps = multi_scale_features[::-1]
+        memory, spatial_shapes, level_start_index = flatten_levels(maps)
+        first_k = config.first_selected_queries or config.num_queries
+        selection = self.selection(memory, spatial_shapes, first_k, self.heads)
         interm = self.predict_layer(selection["content"], mask_features,
                                     selection["boxes_unsigmoid"].sigmoid())
-        if self.config.initialize_box_type == "mask2box":
-            refpoints_unsigmoid = mask_logits_to_boxes(interm["pred_masks"])
+        if config.initialize_box_type == "mask2box":
+            boxes_unsigmoid = mask_logits_to_boxes(interm["pred_masks"])
         else:
-            refpoints_unsigmoid = selection["boxes_unsigmoid"].detach()
+            boxes_unsigmoid = selection["boxes_unsigmoid"].detach()
         tgt = selection["content"].detach()
+        out = {"memory": memory, "spatial_shapes": spatial_shapes,
+               "level_start_index": level_start_index, "selection": selection,
+               "interm": interm, "initial_boxes_unsigmoid": boxes_unsigmoid}
+        refpoints_unsigmoid = boxes_unsigmoid
+        if config.first_selected_queries is not None:
+            out["di"] = self.di(tgt, boxes_unsigmoid, config.num_queries, self.heads)
+            tgt = out["di"]["content"]
+            refpoints_unsigmoid = inverse_sigmoid(out["di"]["selected_boxes"])
         layers = [self.predict_layer(tgt, mask_features, refpoints_unsigmoid.sigmoid())]
-        hidden, references = self.decoder(tgt, refpoints_unsigmoid, memory, spatial_shapes,
-                                          level_start_index, self.heads)
-        for out, reference in zip(hidden, references[:-1]):
+
+        def guide(index: int, queries: torch.Tensor, query_pos: torch.Tensor):
+            if index != 1:
+                return None
+            memory_pos = torch.cat([
+                sine_position_embedding(m.shape[0], m.shape[-2], m.shape[-1],
+                                        config.hidden_dim, dtype=m.dtype, device=m.device)
+                .flatten(2).transpose(1, 2) for m in maps], dim=1)
+            out["bato"] = self.bato(queries, query_pos, memory, memory_pos, spatial_shapes,
+                                    level_start_index, mask_features, self.heads)
+            return out["bato"]["memory"]
+
+        hidden, references = self.decoder(
+            tgt, refpoints_unsigmoid, memory, spatial_shapes, level_start_index, self.heads,
+            before_layer=guide if config.num_guiding_tokens is not None else None)
+        for index, (hid, reference) in enumerate(zip(hidden, references[:-1])):
             # as in the official code, the heads see decoder_norm twice (the decoder's output
             # is already normalized) and the reported box refines the layer's input box
-            # with the normalized output
-            boxes = (self.heads.bbox_embed(out) + inverse_sigmoid(reference)).sigmoid()
-            layers.append(self.predict_layer(out, mask_features, boxes))
-        return {
-            "memory": memory,
-            "spatial_shapes": spatial_shapes,
-            "level_start_index": level_start_index,
-            "selection": selection,
-            "interm": interm,
-            "refpoints_unsigmoid": refpoints_unsigmoid,
-            "tgt": tgt,
-            "layers": layers,
-            "hidden": hidden,
-            "references": references,
-        }
+            # with the normalized output; BATO's refreshed mask features serve the layers
+            # after the guided one
+            features = out["bato"]["mask_features"] if "bato" in out and index > 0 \
+                else mask_features
+            boxes = (self.heads.bbox_embed(hid) + inverse_sigmoid(reference)).sigmoid()
+            layers.append(self.predict_layer(hid, features, boxes))
+        out.update(refpoints_unsigmoid=refpoints_unsigmoid, tgt=tgt, layers=layers,
+                   hidden=hidden, references=references)
+        return out

@@ -1,4 +1,4 @@
-"""The MaskDINO predictor against the official implementation's decoder-side outputs."""
+"""The predictor against the official implementations' decoder-side outputs, stage by stage."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ def close(got, want, what):
     torch.testing.assert_close(got, want, rtol=0, atol=TOLERANCE, msg=what)
 
 
-def test_maskdino_predictor_reproduces_official_outputs(golden_fixtures):
-    folder = golden_fixtures / "maskdino_tiny"
+def run_official_predictor(folder):
     config = yaml.safe_load((folder / "config.yaml").read_text())
     predictor = MaskDINOPredictor(PredictorConfig.from_official(config["MODEL"]))
     state = convert_official_state_dict(torch.load(folder / "state_dict.pt", weights_only=True))
@@ -27,7 +26,11 @@ def test_maskdino_predictor_reproduces_official_outputs(golden_fixtures):
     with torch.no_grad():
         got = predictor(want["encoder"]["multi_scale_features"],
                         want["encoder"]["mask_features"])
+    return got, want
 
+
+def check_common_stages(got, want):
+    """Selection, interm, decoder input, every layer, decoder internals."""
     decoder_input, two_stage = want["decoder_input"], want["two_stage"]
     close(got["memory"], decoder_input["memory"], "decoder memory")
     assert torch.equal(got["spatial_shapes"], decoder_input["spatial_shapes"])
@@ -39,10 +42,10 @@ def test_maskdino_predictor_reproduces_official_outputs(golden_fixtures):
     close(selection["proposals"][finite], two_stage["output_proposals"][finite], "proposals")
     close(selection["class_logits"], two_stage["enc_class_logits"], "encoder class logits")
     close(selection["box_deltas"], two_stage["enc_bbox_delta"], "encoder box deltas")
-    assert torch.equal(selection["indices"], want["topk_indices"])
     for key in ("pred_logits", "pred_boxes", "pred_masks"):
         close(got["interm"][key], want["interm"][key], f"interm {key}")
-    close(got["refpoints_unsigmoid"], want["mask2box_init"]["refpoints_unsigmoid"], "mask2box")
+    close(got["initial_boxes_unsigmoid"], want["mask2box_init"]["refpoints_unsigmoid"],
+          "mask2box")
     close(got["refpoints_unsigmoid"], decoder_input["refpoints_unsigmoid"], "decoder boxes")
     close(got["tgt"], decoder_input["tgt"], "decoder queries")
     assert len(got["layers"]) == len(want["layers"]) == 4
@@ -54,3 +57,31 @@ def test_maskdino_predictor_reproduces_official_outputs(golden_fixtures):
     for index, (g, w) in enumerate(zip(got["references"], want["decoder_references"],
                                        strict=True)):
         close(g, w, f"decoder reference {index}")
+
+
+def test_maskdino_predictor_reproduces_official_outputs(golden_fixtures):
+    got, want = run_official_predictor(golden_fixtures / "maskdino_tiny")
+    assert "di" not in got and "bato" not in got
+    assert torch.equal(got["selection"]["indices"], want["topk_indices"])
+    check_common_stages(got, want)
+
+
+def test_dimaskdino_predictor_reproduces_official_outputs(golden_fixtures):
+    got, want = run_official_predictor(golden_fixtures / "dimaskdino_tiny")
+    assert torch.equal(got["selection"]["indices"], want["first_select_topk_indices"])
+    close(got["selection"]["content"], want["mask2box_init"]["tgt"], "first-selected tokens")
+    di, ti = got["di"], want["ti"]
+    for index in range(len(ti["layer_raw_output"])):
+        close(di["raw"][index], ti["layer_raw_output"][index], f"TI {index} raw")
+        close(di["normed"][index], ti["layer_normed_output"][index], f"TI {index} normed")
+        close(di["boxes"][index], ti["layer_ref_points"][index], f"TI {index} boxes")
+        for key in ("pred_logits", "pred_boxes"):
+            close(di["aux"][index][key], ti["oldm_outputs"][index][key], f"TI {index} {key}")
+    assert torch.equal(di["indices"], want["second_select_topk_indices"])
+    close(di["content"], ti["selected_tgt"], "second-selected tokens")
+    close(di["selected_boxes"], ti["selected_ref_points"], "second-selected boxes")
+    bato = got["bato"]
+    assert torch.equal(bato["indices"], want["guiding_topk_indices"])
+    close(bato["memory"], want["guided_memory"], "guided memory")
+    close(bato["mask_features"], want["updated_mask_features"], "updated mask features")
+    check_common_stages(got, want)

@@ -1,0 +1,89 @@
+"""BATO, the balance-aware tokens optimization of DI-MaskDINO (paper §3.3).
+
+After decoder layer 0, the queries with the best class logits become guiding tokens: their
+mask embeddings (mask guiding tokens) and their position embeddings (box guiding tokens).
+The encoder tokens then attend to them (query = token + its sine position, key = mask
+embedding + position, value = mask embedding) with an FFN, post-norm; the updated tokens
+T_bal are the key/value memory of the remaining decoder layers, and the mask features are
+refreshed with their finest level: ``mask_output_conv(mask_features + upsample(T_bal))``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dimaskdino.modeling.encoder import ConvGN
+from dimaskdino.modeling.heads import PredictionHeads
+
+
+class QueryGuidedFeatureUpdate(nn.Module):
+    """Cross-attention from the encoder tokens to the guiding tokens, then an FFN."""
+
+    def __init__(self, dim: int, dim_feedforward: int, dropout: float = 0.0,
+                 heads: int = 8) -> None:
+        super().__init__()
+        self.multihead_attn = nn.MultiheadAttention(dim, heads, dropout=dropout,
+                                                    batch_first=True)
+        self.norm1 = nn.LayerNorm(dim)
+        self.linear1 = nn.Linear(dim, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.dropout = nn.Dropout(dropout)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, tokens: torch.Tensor, token_pos: torch.Tensor, guides: torch.Tensor,
+                guide_pos: torch.Tensor) -> torch.Tensor:
+        """``tokens``, ``token_pos`` ``(B, S, C)``; ``guides``, ``guide_pos`` ``(B, G, C)``
+        -> ``(B, S, C)``."""
+        attended = self.multihead_attn(tokens + token_pos, guides + guide_pos, guides,
+                                       need_weights=False)[0]
+        tokens = self.norm1(tokens + self.dropout(attended))
+        ffn = self.linear2(self.dropout(F.relu(self.linear1(tokens))))
+        return self.norm2(tokens + self.dropout(ffn))
+
+
+class BalanceAwareTokens(nn.Module):
+    """Guiding-token selection, the query-guided feature update and the mask refresh."""
+
+    def __init__(self, dim: int, dim_feedforward: int, num_guiding_tokens: int,
+                 dropout: float = 0.0, heads: int = 8) -> None:
+        super().__init__()
+        self.num_guiding_tokens = num_guiding_tokens
+        self.feature_update = QueryGuidedFeatureUpdate(dim, dim_feedforward, dropout, heads)
+        self.mask_output_conv = ConvGN(dim, dim, 3)
+        nn.init.kaiming_uniform_(self.mask_output_conv.weight, a=1)
+
+    def forward(self, queries: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor,
+                memory_pos: torch.Tensor, spatial_shapes: torch.Tensor,
+                level_start_index: torch.Tensor, mask_features: torch.Tensor,
+                heads: PredictionHeads) -> dict[str, torch.Tensor]:
+        """Guide ``memory (B, S, C)`` (coarsest level first) by the best of ``queries``.
+
+        Args:
+            queries: ``(B, Q, C)`` raw output of decoder layer 0 (the heads read it without
+                ``decoder_norm``, as officially).
+            query_pos: ``(B, Q, C)`` the queries' position embeddings for the next layer.
+            memory_pos: ``(B, S, C)`` sine position embedding of every token.
+            mask_features: ``(B, D, H, W)`` with ``D == C``.
+
+        Returns:
+            ``indices (B, G)`` of the guiding queries, ``memory (B, S, C)`` the guided
+            tokens, ``mask_features (B, C, H, W)`` refreshed.
+        """
+        scores = heads.class_embed(queries).max(-1).values
+        indices = scores.topk(self.num_guiding_tokens, dim=1).indices
+        gather = indices[..., None].expand(-1, -1, queries.shape[-1])
+        guides = heads.mask_embed(queries).gather(1, gather)
+        guide_pos = query_pos.gather(1, gather)
+        memory = self.feature_update(memory, memory_pos, guides, guide_pos)
+        height, width = spatial_shapes[-1].tolist()
+        finest = memory[:, int(level_start_index[-1]):].transpose(1, 2).reshape(
+            memory.shape[0], -1, height, width)
+        refreshed = mask_features + F.interpolate(finest, size=mask_features.shape[-2:],
+                                                  mode="bilinear", align_corners=False)
+        return {"indices": indices, "memory": memory,
+                "mask_features": F.relu(self.mask_output_conv(refreshed))}
