@@ -14,7 +14,7 @@ class MLP(nn.Module):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (num_layers - 1)
         self.layers = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(dims, dims[1:] + [out_dim]))
+            nn.Linear(a, b) for a, b in zip(dims, [*dims[1:], out_dim]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for index, layer in enumerate(self.layers):
