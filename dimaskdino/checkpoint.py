@@ -201,3 +201,65 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, 
             raise CheckpointError(f"unrecognised official checkpoint key {key!r}")
         out[prefix[1] + key[len(prefix[0]):]] = value
     return out
+
+
+def load_official(config: str | Path, weights: str | Path | Mapping[str, torch.Tensor] | None
+                  = None, dtype: torch.dtype | None = None) -> nn.Module:
+    """Build the model an official YAML describes and load official weights strictly.
+
+    Args:
+        config: an official detectron2 YAML (a full dump, or a config file with its
+            ``_BASE_`` chain).
+        weights: an official ``.pth`` (a detectron2 checkpoint dict with a ``model`` entry,
+            or a plain state dict), or a state dict; None leaves the initialisation.
+        dtype: the model's floating dtype; default: that of the weights (float32 for the
+            released checkpoints, float64 for the golden fixtures), else float32.
+
+    Returns:
+        the model in eval mode.
+
+    Raises:
+        CheckpointError / ConfigError: with one line saying what does not fit.
+    """
+    from dimaskdino.config import ModelConfig, load_official_config  # noqa: PLC0415
+    from dimaskdino.modeling.model import DIMaskDINO  # noqa: PLC0415 - avoids an import cycle
+
+    model = DIMaskDINO(ModelConfig.from_official(load_official_config(config)))
+    if weights is not None:
+        state = weights if isinstance(weights, Mapping) else _read_official_weights(weights)
+        state = convert_official_state_dict(state)
+        if dtype is None:
+            dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
+        if dtype is not None:
+            model = model.to(dtype)
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise CheckpointError(
+                f"checkpoint does not fit the {model.config.name} the config describes: "
+                f"{len(missing)} missing keys (e.g. {missing[:1]}), {len(unexpected)} "
+                f"unexpected (e.g. {unexpected[:1]})")
+        for key, value in state.items():
+            if tuple(value.shape) != tuple(own[key].shape):
+                raise CheckpointError(f"checkpoint key {key} has shape {tuple(value.shape)}, "
+                                      f"the config's model expects {tuple(own[key].shape)}")
+        model.load_state_dict(state, strict=True)
+    elif dtype is not None:
+        model = model.to(dtype)
+    return model.eval()
+
+
+def _read_official_weights(path: str | Path) -> Mapping[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path}: {exc}") from None
+    if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
+        data = data["model"]
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path} holds no state dict")
+    return data

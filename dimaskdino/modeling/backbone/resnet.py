@@ -55,6 +55,16 @@ class ResNetConfig:
             norm=resnets.get("NORM", defaults.norm),
         )
 
+    def output_shapes(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Channels and strides of every stage in ``out_features``."""
+        channels, strides = {}, {}
+        for index, name in enumerate(STAGES):
+            if name in self.out_features:
+                channels[name] = self.res2_out_channels * 2**index
+                dilated = name == "res5" and self.res5_dilation == 2
+                strides[name] = 4 * 2 ** (index - 1 if dilated else index)
+        return channels, strides
+
     def __post_init__(self) -> None:
         if self.depth not in BLOCKS_PER_DEPTH:
             raise ValueError(f"ResNet depth {self.depth} is not supported; "

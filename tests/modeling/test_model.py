@@ -1,0 +1,112 @@
+"""The assembled model through ``load_official``: golden fixtures end to end, full-size keys."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dimaskdino.checkpoint import CheckpointError, load_official
+from dimaskdino.config import ConfigError
+
+FIXTURES = ("dimaskdino_tiny", "maskdino_tiny")
+ATOL = 1e-6
+
+
+@pytest.fixture(scope="module", params=FIXTURES)
+def official_run(request, golden_fixtures):
+    folder = golden_fixtures / request.param
+    model = load_official(folder / "config.yaml", folder / "state_dict.pt")
+    inputs = torch.load(folder / "inputs.pt", weights_only=True)
+    want = torch.load(folder / "outputs.pt", weights_only=True)
+    sizes = list(zip(inputs["heights"], inputs["widths"], strict=True))
+    got = model.predict(inputs["images"], output_sizes=sizes, all_layers=True)
+    return request.param, model, got, want
+
+
+def test_loads_in_float64_and_eval_mode(official_run):
+    _, model, _, _ = official_run
+    assert not model.training
+    assert all(p.dtype == torch.float64 for p in model.parameters())
+    assert model.pixel_mean.dtype == torch.float64
+
+
+def test_every_layer_matches(official_run):
+    _, _, got, want = official_run
+    for stage, tensor in want["backbone"].items():
+        torch.testing.assert_close(got.outputs["backbone"][stage], tensor, rtol=0, atol=ATOL)
+    torch.testing.assert_close(got.outputs["encoder"]["memory"], want["encoder_memory"],
+                               rtol=0, atol=ATOL)
+    assert len(got.layers) == len(want["layers"])
+    for index, (g, w) in enumerate(zip(got.layers, want["layers"], strict=True)):
+        for key in ("pred_logits", "pred_boxes", "pred_masks"):
+            torch.testing.assert_close(g[key], w[key], rtol=0, atol=ATOL,
+                                       msg=f"layer {index} {key}")
+
+
+def test_selections_are_identical(official_run):
+    name, _, got, want = official_run
+    if name == "maskdino_tiny":
+        assert torch.equal(got.outputs["selection"]["indices"], want["topk_indices"])
+    else:
+        assert torch.equal(got.outputs["selection"]["indices"],
+                           want["first_select_topk_indices"])
+        assert torch.equal(got.outputs["di"]["indices"], want["second_select_topk_indices"])
+        assert torch.equal(got.outputs["bato"]["indices"], want["guiding_topk_indices"])
+
+
+def test_instances_match(official_run):
+    _, model, got, want = official_run
+    classes = model.config.predictor.num_classes
+    for ours, theirs in zip(got.instances, want["instances"], strict=True):
+        flat = ours["query_index"] * classes + ours["pred_classes"]
+        order, official_order = flat.argsort(), theirs["flat_topk_indices"].argsort()
+        assert torch.equal(flat[order], theirs["flat_topk_indices"][official_order])
+        assert torch.equal(ours["pred_classes"][order], theirs["pred_classes"][official_order])
+        torch.testing.assert_close(ours["scores"][order], theirs["scores"][official_order],
+                                   rtol=0, atol=ATOL)
+        torch.testing.assert_close(ours["pred_boxes"][order],
+                                   theirs["pred_boxes_f64"][official_order], rtol=0, atol=ATOL)
+        masks, official = ours["pred_masks"][order], theirs["pred_masks"][official_order] > 0
+        assert masks.shape == official.shape
+        agreement = (masks == official).double().mean().item()
+        assert agreement >= 0.999, agreement
+        assert tuple(masks.shape[-2:]) == tuple(theirs["image_size"].tolist())
+
+
+def random_official_state(keys_file):
+    """Random tensors of the listed shapes; equal shapes get equal values, so the official
+    aliases of shared modules hold identical tensors as in a real checkpoint."""
+    state = {}
+    for line in keys_file.read_text().splitlines():
+        key, shape, *_ = line.split("\t")
+        dims = tuple(int(x) for x in shape.strip("()").split(",") if x.strip())
+        generator = torch.Generator().manual_seed(hash(dims) % 2**31)
+        state[key] = torch.randn(dims, generator=generator)
+    return state
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "parameters"), [("dimaskdino", 52_286_232),
+                                                  ("maskdino", 52_058_004)])
+def test_full_size_configs_accept_exactly_the_official_keys(name, parameters, golden_fixtures):
+    state = random_official_state(golden_fixtures / f"keys_{name}_r50_full.txt")
+    model = load_official(golden_fixtures / f"config_{name}_r50_full.yaml", state)
+    assert sum(p.numel() for p in model.parameters()) == parameters
+    loaded = model.state_dict()
+    key = "predictor.heads.class_embed.weight"
+    assert torch.equal(loaded[key], state["sem_seg_head.predictor.class_embed.weight"])
+    missing_one = dict(state)
+    missing_one.pop("sem_seg_head.predictor.decoder.layers.0.norm1.weight")
+    with pytest.raises(CheckpointError, match="1 missing keys"):
+        load_official(golden_fixtures / f"config_{name}_r50_full.yaml", missing_one)
+
+
+def test_bad_inputs_are_one_clear_error(tmp_path, golden_fixtures):
+    with pytest.raises(ConfigError, match="config not found"):
+        load_official(tmp_path / "missing.yaml")
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_official(golden_fixtures / "maskdino_tiny" / "config.yaml", tmp_path / "x.pth")
+    other = torch.load(golden_fixtures / "dimaskdino_tiny" / "state_dict.pt",
+                       weights_only=True)
+    with pytest.raises(CheckpointError, match="does not fit the MaskDINO"):
+        load_official(golden_fixtures / "maskdino_tiny" / "config.yaml", other)
