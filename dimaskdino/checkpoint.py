@@ -26,6 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dimaskdino.config import ModelConfig, load_official_config
+from dimaskdino.modeling.model import DIMaskDINO
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; one-line message."""
@@ -204,7 +207,7 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, 
 
 
 def load_official(config: str | Path, weights: str | Path | Mapping[str, torch.Tensor] | None
-                  = None, dtype: torch.dtype | None = None) -> nn.Module:
+                  = None, dtype: torch.dtype | None = None) -> DIMaskDINO:
     """Build the model an official YAML describes and load official weights strictly.
 
     Args:
@@ -221,9 +224,6 @@ def load_official(config: str | Path, weights: str | Path | Mapping[str, torch.T
     Raises:
         CheckpointError / ConfigError: with one line saying what does not fit.
     """
-    from dimaskdino.config import ModelConfig, load_official_config  # noqa: PLC0415
-    from dimaskdino.modeling.model import DIMaskDINO  # noqa: PLC0415 - avoids an import cycle
-
     model = DIMaskDINO(ModelConfig.from_official(load_official_config(config)))
     if weights is not None:
         state = weights if isinstance(weights, Mapping) else _read_official_weights(weights)
