@@ -36,17 +36,21 @@ def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
     """
     if masks.numel() == 0:
         return torch.zeros((0, 4), device=masks.device)
-    height, width = masks.shape[-2:]
-    ys = torch.arange(height, dtype=torch.float32, device=masks.device)[:, None]
-    xs = torch.arange(width, dtype=torch.float32, device=masks.device)[None, :]
-    x_index, y_index = masks * xs, masks * ys
-    outside = ~masks
-    return torch.stack((
-        x_index.masked_fill(outside, 1e8).flatten(1).min(-1).values,
-        y_index.masked_fill(outside, 1e8).flatten(1).min(-1).values,
-        x_index.flatten(1).max(-1).values,
-        y_index.flatten(1).max(-1).values,
-    ), dim=1)
+
+    def extent(occupied: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # first and last occupied index along the last dim of (N, L) bools
+        length = occupied.shape[-1]
+        first = occupied.to(torch.uint8).argmax(-1)
+        last = length - 1 - occupied.flip(-1).to(torch.uint8).argmax(-1)
+        return first.float(), last.float()
+
+    cols, rows = masks.any(dim=1), masks.any(dim=2)
+    x_min, x_max = extent(cols)
+    y_min, y_max = extent(rows)
+    empty = ~cols.any(-1)
+    boxes = torch.stack((x_min, y_min, x_max, y_max), dim=1)
+    return torch.where(empty[:, None], torch.tensor([1e8, 1e8, 0.0, 0.0], device=masks.device),
+                       boxes)
 
 
 def mask_logits_to_boxes(mask_logits: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,8 @@ from dimaskdino.ops import MSDeformAttn
 
 @dataclass
 class EncoderConfig:
-    """The official ``SEM_SEG_HEAD`` encoder options (and ``MaskDINO.NHEADS`` / ``DROPOUT``)."""
+    """The official ``SEM_SEG_HEAD`` encoder options (and ``MaskDINO.NHEADS`` / ``DROPOUT``);
+    defaults are the paper's R50 models."""
 
     in_channels: dict[str, int]          # channels of res2..res5
     in_strides: dict[str, int]           # strides of res2..res5
@@ -32,7 +33,7 @@ class EncoderConfig:
     layers: int = 6
     heads: int = 8
     points: int = 4
-    dim_feedforward: int = 1024
+    dim_feedforward: int = 2048
     dropout: float = 0.0
     transformer_in_features: tuple[str, ...] = ("res3", "res4", "res5")
     total_levels: int = 4

@@ -41,10 +41,15 @@ class PredictionHeads(nn.Module):
         nn.init.zeros_(self.bbox_embed.layers[-1].weight)
         nn.init.zeros_(self.bbox_embed.layers[-1].bias)
 
-    def forward(self, queries: torch.Tensor, mask_features: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, queries: torch.Tensor, mask_features: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``queries`` ``(B, Q, C)``, ``mask_features`` ``(B, D, H, W)`` ->
-        ``logits (B, Q, num_classes)``, ``masks (B, Q, H, W)``."""
+        ``logits (B, Q, num_classes)``, ``masks (B, Q, H, W)`` (None without
+        ``mask_features``)."""
         normed = self.decoder_norm(queries)
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(normed), mask_features)
-        return self.class_embed(normed), masks
+        logits = self.class_embed(normed)
+        if mask_features is None:
+            return logits, None
+        batch, _, height, width = mask_features.shape
+        masks = self.mask_embed(normed) @ mask_features.flatten(2)  # (B, Q, H*W), no copies
+        return logits, masks.view(batch, -1, height, width)

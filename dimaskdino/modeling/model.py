@@ -47,12 +47,13 @@ class DIMaskDINO(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1),
                              persistent=False)
 
-    def forward(self, batch: torch.Tensor) -> dict:
+    def forward(self, batch: torch.Tensor, all_layer_masks: bool = True) -> dict:
         """Normalized, padded images ``(B, 3, H, W)`` -> the predictor's dict (see
         :class:`MaskDINOPredictor`) plus ``backbone`` and ``encoder`` outputs."""
         features = self.backbone(batch)
         encoded = self.encoder(features)
-        outputs = self.predictor(encoded["multi_scale_features"], encoded["mask_features"])
+        outputs = self.predictor(encoded["multi_scale_features"], encoded["mask_features"],
+                                 all_layer_masks)
         outputs.update(backbone=features, encoder=encoded)
         return outputs
 
@@ -63,7 +64,8 @@ class DIMaskDINO(nn.Module):
         """Detect and segment ``images`` (uint8 ``(3, H_i, W_i)`` in ``config.input_format``).
 
         ``output_sizes`` (default: the input sizes) are the ``(H, W)`` the instances are
-        reported at. Runs in the model's dtype and device.
+        reported at. Runs in the model's dtype and device. Without ``all_layers`` only the
+        masks the last layer needs are computed, as in the official evaluation.
         """
         sizes_out = list(output_sizes) if output_sizes is not None else [
             tuple(img.shape[-2:]) for img in images]
@@ -71,7 +73,7 @@ class DIMaskDINO(nn.Module):
             raise ValueError(f"{len(images)} images but {len(sizes_out)} output sizes")
         batch, image_sizes = batch_images(images, self.pixel_mean, self.pixel_std,
                                           self.config.size_divisibility)
-        outputs = self(batch)
+        outputs = self(batch, all_layer_masks=all_layers)
         last = outputs["layers"][-1]
         padded = tuple(batch.shape[-2:])
         instances = [

@@ -20,7 +20,9 @@ def resize_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int],
     masks = F.interpolate(mask_logits[None], size=padded_size, mode="bilinear",
                           align_corners=False)
     masks = masks[..., : image_size[0], : image_size[1]]
-    return F.interpolate(masks, size=output_size, mode="bilinear", align_corners=False)[0]
+    if tuple(image_size) != tuple(output_size):  # a same-size bilinear resize is the identity
+        masks = F.interpolate(masks, size=output_size, mode="bilinear", align_corners=False)
+    return masks[0]
 
 
 def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: torch.Tensor,
@@ -48,8 +50,9 @@ def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: t
     # only the kept queries' masks are resized (once each)
     masks = resize_masks(mask_logits[query_index], padded_size, image_size, output_size)
     binary = masks > 0
-    area = binary.flatten(1).sum(1)
-    mask_scores = (masks.sigmoid() * binary).flatten(1).sum(1) / (area + 1e-6)
+    area = binary.flatten(1).count_nonzero(dim=1)
+    inside = masks.sigmoid().masked_fill_(~binary, 0.0)
+    mask_scores = inside.flatten(1).sum(1) / (area + 1e-6)
     scale = torch.tensor([padded_size[1] / image_size[1] * output_size[1],
                           padded_size[0] / image_size[0] * output_size[0]],
                          dtype=boxes.dtype, device=boxes.device).repeat(2)

@@ -127,14 +127,18 @@ class MaskDINOPredictor(nn.Module):
                                            config.num_guiding_tokens, config.dropout,
                                            config.heads)
 
-    def predict_layer(self, hidden: torch.Tensor, mask_features: torch.Tensor,
+    def predict_layer(self, hidden: torch.Tensor, mask_features: torch.Tensor | None,
                       boxes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Heads on ``hidden (B, Q, C)``; ``boxes`` are passed through as ``pred_boxes``."""
+        """Heads on ``hidden (B, Q, C)`` (no masks without ``mask_features``); ``boxes`` are
+        passed through as ``pred_boxes``."""
         logits, masks = self.heads(hidden, mask_features)
         return {"pred_logits": logits, "pred_boxes": boxes, "pred_masks": masks}
 
     def forward(self, multi_scale_features: list[torch.Tensor],
-                mask_features: torch.Tensor) -> dict:
+                mask_features: torch.Tensor, all_layer_masks: bool = True) -> dict:
+        """See the class docstring. ``all_layer_masks=False`` predicts masks only where the
+        official evaluation does (the selected tokens, for mask2box, and the last layer);
+        the other layers' ``pred_masks`` are then None."""
         config = self.config
         maps = multi_scale_features[::-1]
         memory, spatial_shapes, level_start_index = flatten_levels(maps)
@@ -155,7 +159,9 @@ class MaskDINOPredictor(nn.Module):
             out["di"] = self.di(tgt, boxes_unsigmoid, config.num_queries, self.heads)
             tgt = out["di"]["content"]
             refpoints_unsigmoid = inverse_sigmoid(out["di"]["selected_boxes"])
-        layers = [self.predict_layer(tgt, mask_features, refpoints_unsigmoid.sigmoid())]
+        last = config.dec_layers
+        layers = [self.predict_layer(tgt, mask_features if all_layer_masks or last == 0
+                                     else None, refpoints_unsigmoid.sigmoid())]
 
         def guide(index: int, queries: torch.Tensor, query_pos: torch.Tensor):
             if index != 1:
@@ -178,6 +184,8 @@ class MaskDINOPredictor(nn.Module):
             # after the guided one
             features = out["bato"]["mask_features"] if "bato" in out and index > 0 \
                 else mask_features
+            if not all_layer_masks and index + 1 < last:
+                features = None
             boxes = (self.heads.bbox_embed(hid) + inverse_sigmoid(reference)).sigmoid()
             layers.append(self.predict_layer(hid, features, boxes))
         out.update(refpoints_unsigmoid=refpoints_unsigmoid, tgt=tgt, layers=layers,

@@ -73,6 +73,18 @@ def test_instances_match(official_run):
         assert tuple(masks.shape[-2:]) == tuple(theirs["image_size"].tolist())
 
 
+def test_final_layer_only_prediction_gives_the_same_instances(official_run, golden_fixtures):
+    name, model, got, _ = official_run
+    inputs = torch.load(golden_fixtures / name / "inputs.pt", weights_only=True)
+    sizes = list(zip(inputs["heights"], inputs["widths"], strict=True))
+    fast = model.predict(inputs["images"], output_sizes=sizes)
+    assert fast.layers == []
+    assert fast.outputs["layers"][1]["pred_masks"] is None
+    for a, b in zip(fast.instances, got.instances, strict=True):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
 def random_official_state(keys_file):
     """Random tensors of the listed shapes; equal shapes get equal values, so the official
     aliases of shared modules hold identical tensors as in a real checkpoint."""

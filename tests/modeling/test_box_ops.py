@@ -1,0 +1,46 @@
+"""Box helpers against direct definitions."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dimaskdino.modeling.box_ops import (
+    box_cxcywh_to_xyxy,
+    box_xyxy_to_cxcywh,
+    inverse_sigmoid,
+    masks_to_boxes,
+)
+from dimaskdino.modeling.postprocess import resize_masks
+
+
+def test_masks_to_boxes_matches_pixel_definition():
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(20, 13, 17, generator=g) > 0.97
+    masks[3] = False  # an empty mask
+    got = masks_to_boxes(masks)
+    for mask, box in zip(masks, got, strict=True):
+        ys, xs = mask.nonzero(as_tuple=True)
+        if len(xs) == 0:
+            want = torch.tensor([1e8, 1e8, 0.0, 0.0])
+        else:
+            want = torch.tensor([xs.min(), ys.min(), xs.max(), ys.max()], dtype=torch.float32)
+        assert torch.equal(box, want)
+    assert got.dtype == torch.float32
+
+
+def test_box_conversions_round_trip_and_inverse_sigmoid():
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.4], [0.1, 0.9, 0.05, 0.1]], dtype=torch.float64)
+    torch.testing.assert_close(box_xyxy_to_cxcywh(box_cxcywh_to_xyxy(boxes)), boxes)
+    x = torch.tensor([0.0, 0.25, 1.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(inverse_sigmoid(x).sigmoid()[1], x[1])
+    assert inverse_sigmoid(x)[0] == torch.log(torch.tensor(1e-5, dtype=torch.float64))
+
+
+def test_resize_masks_same_size_shortcut_equals_full_resize():
+    masks = torch.randn(3, 8, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    got = resize_masks(masks, (32, 40), (30, 37), (30, 37))
+    full = F.interpolate(masks[None], size=(32, 40), mode="bilinear", align_corners=False)
+    full = F.interpolate(full[..., :30, :37], size=(30, 37), mode="bilinear",
+                         align_corners=False)[0]
+    assert torch.equal(got, full)
