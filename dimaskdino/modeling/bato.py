@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dimaskdino.modeling.encoder import ConvGN
-from dimaskdino.modeling.heads import PredictionHeads
+from dimaskdino.modeling.heads import PredictionHeads, feed_forward
 
 
 class QueryGuidedFeatureUpdate(nn.Module):
@@ -42,7 +42,7 @@ class QueryGuidedFeatureUpdate(nn.Module):
         attended = self.multihead_attn(tokens + token_pos, guides + guide_pos, guides,
                                        need_weights=False)[0]
         tokens = self.norm1(tokens + self.dropout(attended))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tokens))))
+        ffn = feed_forward(tokens, self.linear1, self.linear2, self.dropout)
         return self.norm2(tokens + self.dropout(ffn))
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dimaskdino.modeling.box_ops import inverse_sigmoid
-from dimaskdino.modeling.heads import MLP, PredictionHeads
+from dimaskdino.modeling.heads import MLP, PredictionHeads, feed_forward
 from dimaskdino.modeling.position import sine_box_embedding
 from dimaskdino.ops import MSDeformAttn
 
@@ -44,7 +43,7 @@ class DecoderLayer(nn.Module):
         attended = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes,
                                    level_start_index)
         tgt = self.norm1(tgt + self.dropout(attended))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tgt))))
+        ffn = feed_forward(tgt, self.linear1, self.linear2, self.dropout)
         return self.norm3(tgt + self.dropout(ffn))
 
 

@@ -12,11 +12,10 @@ interaction outputs are supervised with class and box losses (auxiliary predicti
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dimaskdino.modeling.box_ops import inverse_sigmoid
-from dimaskdino.modeling.heads import MLP, PredictionHeads
+from dimaskdino.modeling.heads import MLP, PredictionHeads, feed_forward
 from dimaskdino.modeling.position import sine_box_embedding
 
 
@@ -37,7 +36,7 @@ class TokenInteractionLayer(nn.Module):
         q = tokens + pos
         attended = self.self_attn(q, q, tokens, need_weights=False)[0]
         tokens = self.norm1(tokens + self.dropout(attended))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(tokens))))
+        ffn = feed_forward(tokens, self.linear1, self.linear2, self.dropout)
         return self.norm2(tokens + self.dropout(ffn))
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dimaskdino.modeling.heads import feed_forward
 from dimaskdino.modeling.position import sine_position_embedding
 from dimaskdino.ops import MSDeformAttn
 
@@ -107,7 +108,7 @@ class EncoderLayer(nn.Module):
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes,
                                   level_start_index)
         src = self.norm1(src + self.dropout(attended))
-        ffn = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        ffn = feed_forward(src, self.linear1, self.linear2, self.dropout)
         return self.norm2(src + self.dropout(ffn))
 
 

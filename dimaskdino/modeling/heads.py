@@ -7,6 +7,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def feed_forward(x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear,
+                 dropout: nn.Module) -> torch.Tensor:
+    """The transformer FFN ``linear2(dropout(relu(linear1(x))))`` (residual and norm are the
+    caller's); the ReLU runs in place on ``linear1``'s fresh output."""
+    return linear2(dropout(F.relu(linear1(x), inplace=True)))
+
+
 class MLP(nn.Module):
     """``num_layers`` linear layers with ReLU between them (official parameter names)."""
 

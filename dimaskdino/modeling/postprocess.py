@@ -50,7 +50,7 @@ def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: t
     # only the kept queries' masks are resized (once each)
     masks = resize_masks(mask_logits[query_index], padded_size, image_size, output_size)
     binary = masks > 0
-    area = binary.flatten(1).count_nonzero(dim=1)
+    area = binary.flatten(1).sum(1, dtype=masks.dtype)
     inside = masks.sigmoid().masked_fill_(~binary, 0.0)
     mask_scores = inside.flatten(1).sum(1) / (area + 1e-6)
     scale = torch.tensor([padded_size[1] / image_size[1] * output_size[1],
