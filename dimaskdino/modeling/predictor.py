@@ -17,6 +17,7 @@ from torch import nn
 from dimaskdino.modeling.bato import BalanceAwareTokens
 from dimaskdino.modeling.box_ops import inverse_sigmoid, mask_logits_to_boxes
 from dimaskdino.modeling.decoder import DeformableDecoder
+from dimaskdino.modeling.denoising import make_denoising_queries
 from dimaskdino.modeling.di import DeImbalance
 from dimaskdino.modeling.heads import PredictionHeads
 from dimaskdino.modeling.position import sine_position_embedding
@@ -39,6 +40,9 @@ class PredictorConfig:
     first_selected_queries: int | None = None  # DI's k1; None: DI off
     ti_layers: int = 2
     num_guiding_tokens: int | None = None      # BATO's guiding tokens; None: BATO off
+    denoising: bool = True                     # DN "seg": noised ground truths in training
+    dn_num: int = 100
+    dn_noise_scale: float = 0.4
     # the official decoder builds its attention with the constructor default of 8 heads
     # whatever MODEL.MaskDINO.NHEADS says, and 4 sampling points
     heads: int = 8
@@ -74,6 +78,9 @@ class PredictorConfig:
             first_selected_queries=maskdino["FIRST_SELECTED_QUERIES"] if di_maskdino else None,
             ti_layers=maskdino.get("TI_LAYERS", 2),
             num_guiding_tokens=maskdino["NUM_GUIDING_TOKENS"] if di_maskdino else None,
+            denoising=maskdino.get("DN", "seg") != "no",
+            dn_num=maskdino.get("DN_NUM", 100),
+            dn_noise_scale=maskdino.get("DN_NOISE_SCALE", 0.4),
         )
 
 
@@ -106,7 +113,9 @@ class MaskDINOPredictor(nn.Module):
     * ``bato`` (BATO on and >= 2 decoder layers): :class:`BalanceAwareTokens`' outputs;
     * ``layers``: ``dec_layers + 1`` dicts of ``pred_logits``, ``pred_boxes``, ``pred_masks``,
       layer 0 being the prediction from the decoder's input queries;
-    * ``hidden``, ``references``: the decoder's outputs (see :class:`DeformableDecoder`).
+    * ``hidden``, ``references``: the decoder's outputs (see :class:`DeformableDecoder`);
+    * ``denoising`` (training with ``targets``): the :class:`DenoisingQueries` and their
+      per-layer predictions; every other output covers the matching queries only.
     """
 
     def __init__(self, config: PredictorConfig) -> None:
@@ -135,10 +144,12 @@ class MaskDINOPredictor(nn.Module):
         return {"pred_logits": logits, "pred_boxes": boxes, "pred_masks": masks}
 
     def forward(self, multi_scale_features: list[torch.Tensor],
-                mask_features: torch.Tensor, all_layer_masks: bool = True) -> dict:
+                mask_features: torch.Tensor, all_layer_masks: bool = True,
+                targets: list[dict[str, torch.Tensor]] | None = None) -> dict:
         """See the class docstring. ``all_layer_masks=False`` predicts masks only where the
         official evaluation does (the selected tokens, for mask2box, and the last layer);
-        the other layers' ``pred_masks`` are then None."""
+        the other layers' ``pred_masks`` are then None. ``targets`` (per image ``labels``
+        and normalized cxcywh ``boxes``) add denoising queries in training mode."""
         config = self.config
         maps = multi_scale_features[::-1]
         memory, spatial_shapes, level_start_index = flatten_levels(maps)
@@ -159,23 +170,35 @@ class MaskDINOPredictor(nn.Module):
             out["di"] = self.di(tgt, boxes_unsigmoid, config.num_queries, self.heads)
             tgt = out["di"]["content"]
             refpoints_unsigmoid = inverse_sigmoid(out["di"]["selected_boxes"])
+        dn = None
+        if self.training and targets is not None and config.denoising:
+            dn = make_denoising_queries(targets, self.label_enc, config.num_queries,
+                                        config.dn_num, config.dn_noise_scale)
+        queries, query_boxes, self_attn_mask, pad = tgt, refpoints_unsigmoid, None, 0
+        if dn is not None:
+            queries = torch.cat((dn.content, tgt), dim=1)
+            query_boxes = torch.cat((dn.boxes_unsigmoid, refpoints_unsigmoid), dim=1)
+            self_attn_mask, pad = dn.attn_mask, dn.size
         last = config.dec_layers
-        layers = [self.predict_layer(tgt, mask_features if all_layer_masks or last == 0
-                                     else None, refpoints_unsigmoid.sigmoid())]
+        layers = [self.predict_layer(queries, mask_features if all_layer_masks or last == 0
+                                     else None, query_boxes.sigmoid())]
 
-        def guide(index: int, queries: torch.Tensor, query_pos: torch.Tensor):
+        def guide(index: int, decoded: torch.Tensor, query_pos: torch.Tensor):
             if index != 1:
                 return None
             memory_pos = torch.cat([
                 sine_position_embedding(m.shape[0], m.shape[-2], m.shape[-1],
                                         config.hidden_dim, dtype=m.dtype, device=m.device)
                 .flatten(2).transpose(1, 2) for m in maps], dim=1)
-            out["bato"] = self.bato(queries, query_pos, memory, memory_pos, spatial_shapes,
-                                    level_start_index, mask_features, self.heads)
+            # guiding tokens come from the matching queries only
+            out["bato"] = self.bato(decoded[:, pad:], query_pos[:, pad:], memory, memory_pos,
+                                    spatial_shapes, level_start_index, mask_features,
+                                    self.heads)
             return out["bato"]["memory"]
 
         hidden, references = self.decoder(
-            tgt, refpoints_unsigmoid, memory, spatial_shapes, level_start_index, self.heads,
+            queries, query_boxes, memory, spatial_shapes, level_start_index, self.heads,
+            self_attn_mask=self_attn_mask,
             before_layer=guide if config.num_guiding_tokens is not None else None)
         for index, (hid, reference) in enumerate(zip(hidden, references[:-1])):
             # as in the official code, the heads see decoder_norm twice (the decoder's output
@@ -188,6 +211,14 @@ class MaskDINOPredictor(nn.Module):
                 features = None
             boxes = (self.heads.bbox_embed(hid) + inverse_sigmoid(reference)).sigmoid()
             layers.append(self.predict_layer(hid, features, boxes))
+        if dn is not None:
+            out["denoising"] = {"queries": dn, "layers": [
+                {k: None if v is None else v[:, :pad] for k, v in layer.items()}
+                for layer in layers]}
+            layers = [{k: None if v is None else v[:, pad:] for k, v in layer.items()}
+                      for layer in layers]
+            hidden = [h[:, pad:] for h in hidden]
+            references = [r[:, pad:] for r in references]
         out.update(refpoints_unsigmoid=refpoints_unsigmoid, tgt=tgt, layers=layers,
                    hidden=hidden, references=references)
         return out
