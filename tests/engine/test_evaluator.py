@@ -32,7 +32,7 @@ def make_dataset(seed: int = 0):
         images.append({"id": image_id, "height": height, "width": width,
                        "file_name": f"{image_id}.png"})
         boxes = []
-        for size in (6, 20, 50, 90):
+        for size in (6, 20, 50, 110):
             x0, y0 = rng.integers(0, width - size), rng.integers(0, height - min(size, 100))
             boxes.append((int(x0), int(y0), int(x0 + size), int(y0 + min(size, 100))))
         masks = rectangle_masks(boxes, height, width)
@@ -76,6 +76,7 @@ def test_faster_coco_eval_agrees_with_pycocotools(iou_type):
     for name in METRICS:
         assert abs(fast[name] - reference[name]) < 0.1, (name, fast, reference)
     assert 0 < reference["AP"] < 100
+    assert all(0 <= reference[name] <= 100 for name in METRICS)  # all size ranges populated
 
 
 def test_results_carry_dataset_ids_and_xywh_boxes():
