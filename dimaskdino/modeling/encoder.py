@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dimaskdino.modeling.heads import feed_forward
-from dimaskdino.modeling.position import sine_position_embedding
+from dimaskdino.modeling.levels import flatten_levels, level_positions, pixel_centres
 from dimaskdino.ops import MSDeformAttn
 
 
@@ -138,25 +138,13 @@ class DeformableEncoder(nn.Module):
 
         Returns ``memory (B, S, C)``, ``spatial_shapes (L, 2)``, ``level_start_index (L,)``.
         """
-        batch, dim = maps[0].shape[:2]
-        like = {"dtype": maps[0].dtype, "device": maps[0].device}
-        tokens, pos, refs = [], [], []
-        for level, feature in enumerate(maps):
-            height, width = feature.shape[-2:]
-            tokens.append(feature.flatten(2).transpose(1, 2))
-            embed = sine_position_embedding(batch, height, width, dim, **like)
-            pos.append(embed.flatten(2).transpose(1, 2) + self.level_embed[level])
-            ys = (torch.arange(height, **like) + 0.5) / height
-            xs = (torch.arange(width, **like) + 0.5) / width
-            grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
-            refs.append(torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=-1))
-        spatial_shapes = torch.tensor([m.shape[-2:] for m in maps], dtype=torch.long,
-                                      device=like["device"])
-        level_start_index = torch.cat((spatial_shapes.new_zeros(1),
-                                       spatial_shapes.prod(1).cumsum(0)[:-1]))
-        memory, pos = torch.cat(tokens, 1), torch.cat(pos, 1)
+        memory, spatial_shapes, level_start_index = flatten_levels(maps)
+        pos = torch.cat([p + self.level_embed[level]
+                         for level, p in enumerate(level_positions(maps))], dim=1)
         # every token looks from its own pixel centre on every level (valid ratios are 1)
-        reference_points = torch.cat(refs)[None, :, None, :].expand(batch, -1, len(maps), 2)
+        reference_points = pixel_centres(spatial_shapes.tolist(), memory.dtype,
+                                         memory.device)[None, :, None, :]
+        reference_points = reference_points.expand(memory.shape[0], -1, len(maps), 2)
         for layer in self.encoder.layers:
             memory = layer(memory, pos, reference_points, spatial_shapes, level_start_index)
         return memory, spatial_shapes, level_start_index

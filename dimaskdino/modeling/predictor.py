@@ -20,7 +20,7 @@ from dimaskdino.modeling.decoder import DeformableDecoder
 from dimaskdino.modeling.denoising import make_denoising_queries
 from dimaskdino.modeling.di import DeImbalance
 from dimaskdino.modeling.heads import PredictionHeads
-from dimaskdino.modeling.position import sine_position_embedding
+from dimaskdino.modeling.levels import flatten_levels, level_positions
 from dimaskdino.modeling.selection import QuerySelection
 
 
@@ -82,17 +82,6 @@ class PredictorConfig:
             dn_num=maskdino.get("DN_NUM", 100),
             dn_noise_scale=maskdino.get("DN_NOISE_SCALE", 0.4),
         )
-
-
-def flatten_levels(maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Flatten maps ``(B, C, H_l, W_l)`` into ``(B, S, C)`` tokens with their shapes ``(L, 2)``
-    and level offsets ``(L,)``, in the given order."""
-    spatial_shapes = torch.tensor([m.shape[-2:] for m in maps], dtype=torch.long,
-                                  device=maps[0].device)
-    level_start_index = torch.cat((spatial_shapes.new_zeros(1),
-                                   spatial_shapes.prod(1).cumsum(0)[:-1]))
-    tokens = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
-    return tokens, spatial_shapes, level_start_index
 
 
 class MaskDINOPredictor(nn.Module):
@@ -186,10 +175,7 @@ class MaskDINOPredictor(nn.Module):
         def guide(index: int, decoded: torch.Tensor, query_pos: torch.Tensor):
             if index != 1:
                 return None
-            memory_pos = torch.cat([
-                sine_position_embedding(m.shape[0], m.shape[-2], m.shape[-1],
-                                        config.hidden_dim, dtype=m.dtype, device=m.device)
-                .flatten(2).transpose(1, 2) for m in maps], dim=1)
+            memory_pos = torch.cat(level_positions(maps), dim=1)
             # guiding tokens come from the matching queries only
             out["bato"] = self.bato(decoded[:, pad:], query_pos[:, pad:], memory, memory_pos,
                                     spatial_shapes, level_start_index, mask_features,

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from dimaskdino.modeling.heads import PredictionHeads
+from dimaskdino.modeling.levels import pixel_centres
 
 
 def encoder_proposals(memory: torch.Tensor, spatial_shapes: torch.Tensor
@@ -23,16 +24,12 @@ def encoder_proposals(memory: torch.Tensor, spatial_shapes: torch.Tensor
     Returns:
         ``memory (B, S, C)`` and ``proposals (B, S, 4)`` in inverse-sigmoid space.
     """
-    like = {"dtype": memory.dtype, "device": memory.device}
-    proposals = []
-    for level, (height, width) in enumerate(spatial_shapes.tolist()):
-        grid_y, grid_x = torch.meshgrid(torch.arange(height, **like),
-                                        torch.arange(width, **like), indexing="ij")
-        centres = (torch.stack((grid_x, grid_y), dim=-1) + 0.5) / torch.tensor(
-            [width, height], **like)
-        sides = torch.full_like(centres, 0.05 * 2.0**level)
-        proposals.append(torch.cat((centres, sides), dim=-1).reshape(-1, 4))
-    proposals = torch.cat(proposals)[None].expand(memory.shape[0], -1, -1)
+    shapes = spatial_shapes.tolist()
+    centres = pixel_centres(shapes, memory.dtype, memory.device)
+    sides = torch.cat([torch.full((h * w, 2), 0.05 * 2.0**level, dtype=memory.dtype,
+                                  device=memory.device)
+                       for level, (h, w) in enumerate(shapes)])
+    proposals = torch.cat((centres, sides), dim=-1)[None].expand(memory.shape[0], -1, -1)
     valid = ((proposals > 0.01) & (proposals < 0.99)).all(-1, keepdim=True)
     proposals = torch.log(proposals / (1 - proposals)).masked_fill(~valid, float("inf"))
     return memory.masked_fill(~valid, 0.0), proposals
