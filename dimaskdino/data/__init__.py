@@ -1,0 +1,1 @@
+"""Datasets: COCO-format readers, BDD100K conversion, and the built-in synthetic dataset."""
