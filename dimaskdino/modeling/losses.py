@@ -1,0 +1,69 @@
+"""Loss terms of MaskDINO / DI-MaskDINO, each normalised by the number of objects.
+
+The criterion (matching every supervised stage and weighting these terms) builds on them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import generalized_box_iou
+
+from dimaskdino.modeling.box_ops import box_cxcywh_to_xyxy
+from dimaskdino.modeling.matcher import point_sample
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_objects: float,
+               alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Sigmoid focal loss summed over queries and classes, divided by ``num_objects``.
+
+    ``logits``, ``targets`` ``(B, Q, K)`` (one-hot targets; unmatched queries all zero).
+    """
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = prob * targets + (1 - prob) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    alpha_t = alpha * targets + (1 - alpha) * (1 - targets)
+    return (alpha_t * loss).sum() / num_objects
+
+
+def box_losses(pred: torch.Tensor, target: torch.Tensor, num_objects: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """L1 and GIoU losses of matched boxes ``(N, 4)`` cxcywh, each summed / ``num_objects``."""
+    l1 = (pred - target).abs().sum() / num_objects
+    giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(target)))
+    return l1, (1 - giou).sum() / num_objects
+
+
+def uncertain_points(mask_logits: torch.Tensor, num_points: int, oversample: float = 3.0,
+                     importance: float = 0.75, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+    """PointRend's training points: of ``oversample * num_points`` random points keep the
+    ``importance * num_points`` most uncertain (logit closest to 0), then add random ones.
+
+    ``mask_logits (N, H, W)`` -> normalized ``(x, y)`` points ``(N, num_points, 2)``.
+    """
+    n = mask_logits.shape[0]
+    sampled = int(num_points * oversample)
+    candidates = torch.rand(n, sampled, 2, generator=generator).to(mask_logits)
+    values = torch.stack([point_sample(m[None], c)[0] for m, c in zip(mask_logits, candidates,
+                                                                       strict=True)])
+    important = int(importance * num_points)
+    index = (-values.abs()).topk(important, dim=1).indices
+    chosen = candidates.gather(1, index[..., None].expand(-1, -1, 2))
+    random = torch.rand(n, num_points - important, 2, generator=generator).to(mask_logits)
+    return torch.cat((chosen, random), dim=1)
+
+
+def mask_losses(pred: torch.Tensor, target: torch.Tensor, num_objects: float,
+                points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE and dice of matched masks at ``points`` ``(N, P, 2)``: ``pred (N, h, w)`` logits,
+    ``target (N, H, W)`` {0, 1}; each summed over masks / ``num_objects``."""
+    logits = torch.stack([point_sample(m[None], p)[0] for m, p in zip(pred, points,
+                                                                       strict=True)])
+    labels = torch.stack([point_sample(t[None].to(pred), p)[0]
+                          for t, p in zip(target, points, strict=True)])
+    bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum()
+    prob = logits.sigmoid()
+    dice = 1 - (2 * (prob * labels).sum(1) + 1) / (prob.sum(1) + labels.sum(1) + 1)
+    return bce / num_objects, dice.sum() / num_objects
