@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dimaskdino.modeling.encoder import ConvGN
+from dimaskdino.modeling.encoder import conv_gn
 from dimaskdino.modeling.heads import PredictionHeads, feed_forward
 
 
@@ -54,7 +54,7 @@ class BalanceAwareTokens(nn.Module):
         super().__init__()
         self.num_guiding_tokens = num_guiding_tokens
         self.feature_update = QueryGuidedFeatureUpdate(dim, dim_feedforward, dropout, heads)
-        self.mask_output_conv = ConvGN(dim, dim, 3)
+        self.mask_output_conv = conv_gn(dim, dim, 3)
         nn.init.kaiming_uniform_(self.mask_output_conv.weight, a=1)
 
     def forward(self, queries: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor,

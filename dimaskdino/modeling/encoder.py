@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dimaskdino.modeling.backbone import ConvNorm
 from dimaskdino.modeling.heads import feed_forward
 from dimaskdino.modeling.levels import flatten_levels, level_positions, pixel_centres
 from dimaskdino.ops import MSDeformAttn
@@ -67,7 +68,7 @@ class EncoderConfig:
         )
 
 
-def conv_gn(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
+def input_projection(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1
             ) -> nn.Sequential:
     """Convolution with bias, then GroupNorm(32): the official ``input_proj`` entries."""
     return nn.Sequential(
@@ -77,16 +78,10 @@ def conv_gn(in_channels: int, out_channels: int, kernel_size: int, stride: int =
     )
 
 
-class ConvGN(nn.Conv2d):
-    """Bias-free convolution followed by ``self.norm`` = GroupNorm(32) (detectron2 naming)."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2,
-                         bias=False)
-        self.norm = nn.GroupNorm(32, out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(super().forward(x))
+def conv_gn(in_channels: int, out_channels: int, kernel_size: int) -> ConvNorm:
+    """Bias-free convolution + ``norm`` = GroupNorm(32) (detectron2 naming)."""
+    return ConvNorm(in_channels, out_channels, kernel_size,
+                    norm=lambda channels: nn.GroupNorm(32, channels))
 
 
 class EncoderLayer(nn.Module):
@@ -170,10 +165,10 @@ class MaskDINOEncoder(nn.Module):
         # transformer levels from high to low resolution, then the extra downsampled ones
         self.levels = sorted(config.transformer_in_features, key=config.in_strides.__getitem__)
         lowest = self.levels[-1]
-        projections = [conv_gn(config.in_channels[name], dim, 1) for name in self.levels]
+        projections = [input_projection(config.in_channels[name], dim, 1) for name in self.levels]
         in_channels = config.in_channels[lowest]
         for _ in range(config.total_levels - len(self.levels)):
-            projections.append(conv_gn(in_channels, dim, 3, stride=2))
+            projections.append(input_projection(in_channels, dim, 3, stride=2))
             in_channels = dim
         self.input_proj = nn.ModuleList(projections)
         for proj in self.input_proj:
@@ -187,8 +182,8 @@ class MaskDINOEncoder(nn.Module):
         by_stride = sorted(config.in_channels, key=config.in_strides.__getitem__)
         self.fpn_features = by_stride[:fpn_count]
         for index, name in enumerate(self.fpn_features, start=1):
-            setattr(self, f"adapter_{index}", ConvGN(config.in_channels[name], dim, 1))
-            setattr(self, f"layer_{index}", ConvGN(dim, dim, 3))
+            setattr(self, f"adapter_{index}", conv_gn(config.in_channels[name], dim, 1))
+            setattr(self, f"layer_{index}", conv_gn(dim, dim, 3))
         for conv in [self.mask_features] + [getattr(self, f"{kind}_{i}") for i in
                                             range(1, fpn_count + 1)
                                             for kind in ("adapter", "layer")]:

@@ -46,8 +46,7 @@ def uncertain_points(mask_logits: torch.Tensor, num_points: int, oversample: flo
     n = mask_logits.shape[0]
     sampled = int(num_points * oversample)
     candidates = torch.rand(n, sampled, 2, generator=generator).to(mask_logits)
-    values = torch.stack([point_sample(m[None], c)[0] for m, c in zip(mask_logits, candidates,
-                                                                       strict=True)])
+    values = point_sample(mask_logits, candidates)
     important = int(importance * num_points)
     index = (-values.abs()).topk(important, dim=1).indices
     chosen = candidates.gather(1, index[..., None].expand(-1, -1, 2))
@@ -59,10 +58,8 @@ def mask_losses(pred: torch.Tensor, target: torch.Tensor, num_objects: float,
                 points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """BCE and dice of matched masks at ``points`` ``(N, P, 2)``: ``pred (N, h, w)`` logits,
     ``target (N, H, W)`` {0, 1}; each summed over masks / ``num_objects``."""
-    logits = torch.stack([point_sample(m[None], p)[0] for m, p in zip(pred, points,
-                                                                       strict=True)])
-    labels = torch.stack([point_sample(t[None].to(pred), p)[0]
-                          for t, p in zip(target, points, strict=True)])
+    logits = point_sample(pred, points)
+    labels = point_sample(target.to(pred), points)
     bce = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1).sum()
     prob = logits.sigmoid()
     dice = 1 - (2 * (prob * labels).sum(1) + 1) / (prob.sum(1) + labels.sum(1) + 1)

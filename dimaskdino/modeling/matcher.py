@@ -17,9 +17,10 @@ from dimaskdino.modeling.box_ops import box_cxcywh_to_xyxy
 
 
 def point_sample(masks: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Bilinear values of ``masks (N, H, W)`` at normalized ``(x, y)`` ``points (P, 2)``
-    (pixel centres at ``(x * W - 0.5, y * H - 0.5)``, zero outside): ``(N, P)``."""
-    grid = (2 * points - 1)[None, None].expand(masks.shape[0], 1, -1, 2)
+    """Bilinear values of ``masks (N, H, W)`` at normalized ``(x, y)`` points, shared
+    ``(P, 2)`` or per mask ``(N, P, 2)`` (pixel centres at ``(x * W - 0.5, y * H - 0.5)``,
+    zero outside): ``(N, P)``."""
+    grid = (2 * points - 1).expand(masks.shape[0], -1, 2)[:, None]
     return F.grid_sample(masks[:, None], grid.to(masks.dtype), align_corners=False)[:, 0, 0]
 
 

@@ -8,6 +8,7 @@ The stride of a stage's first block sits in the 3x3 convolution unless
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -102,14 +103,16 @@ class FrozenBatchNorm2d(nn.Module):
 
 
 class ConvNorm(nn.Conv2d):
-    """A bias-free convolution followed by its FrozenBatchNorm (detectron2's ``Conv2d(norm=)``)."""
+    """A bias-free convolution followed by ``self.norm`` (detectron2's ``Conv2d(norm=)``):
+    FrozenBatchNorm by default, any ``norm(channels)`` module otherwise."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 dilation: int = 1, groups: int = 1) -> None:
+                 dilation: int = 1, groups: int = 1,
+                 norm: Callable[[int], nn.Module] = FrozenBatchNorm2d) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride,
                          padding=dilation * (kernel_size - 1) // 2, dilation=dilation,
                          groups=groups, bias=False)
-        self.norm = FrozenBatchNorm2d(out_channels)
+        self.norm = norm(out_channels)
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
