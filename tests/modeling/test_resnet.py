@@ -67,7 +67,24 @@ def test_strides_channels_and_freezing():
 
 
 def test_unsupported_configs_are_clear():
-    with pytest.raises(ValueError, match="depth 34"):
-        ResNetConfig(depth=34)
+    with pytest.raises(ValueError, match="depth 26"):
+        ResNetConfig(depth=26)
+    with pytest.raises(ValueError, match="norm 'SyncBN'"):
+        ResNetConfig(norm="SyncBN")
     with pytest.raises(ValueError, match="deformable"):
         ResNetConfig.from_official({"RESNETS": {"DEFORM_ON_PER_STAGE": [False, True]}})
+
+
+def test_basic_block_resnet_with_group_norm():
+    """ResNet-18/34 use two 3x3 convolutions per block; GN makes every norm trainable."""
+    config = ResNetConfig(depth=18, res2_out_channels=32, stem_out_channels=32, norm="GN")
+    model = ResNet(config)
+    out = model(torch.randn(1, 3, 64, 96))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "res2": (1, 32, 16, 24), "res3": (1, 64, 8, 12), "res4": (1, 128, 4, 6),
+        "res5": (1, 256, 2, 3)}
+    assert len(model.res2) == 2 and not hasattr(model.res2[0], "conv3")
+    assert isinstance(model.res3[0].conv1.norm, torch.nn.GroupNorm)
+    assert config.output_shapes()[0] == {"res2": 32, "res3": 64, "res4": 128, "res5": 256}
+    out["res5"].sum().backward()
+    assert model.stem.conv1.norm.weight.grad is not None

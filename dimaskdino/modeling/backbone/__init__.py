@@ -1,6 +1,7 @@
 """Backbones: feature maps res2..res5 at strides 4..32."""
 
 from dimaskdino.modeling.backbone.resnet import (
+    BasicBlock,
     Bottleneck,
     ConvNorm,
     FrozenBatchNorm2d,
@@ -8,4 +9,4 @@ from dimaskdino.modeling.backbone.resnet import (
     ResNetConfig,
 )
 
-__all__ = ["Bottleneck", "ConvNorm", "FrozenBatchNorm2d", "ResNet", "ResNetConfig"]
+__all__ = ["BasicBlock", "Bottleneck", "ConvNorm", "FrozenBatchNorm2d", "ResNet", "ResNetConfig"]

@@ -15,13 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BLOCKS_PER_DEPTH = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+BLOCKS_PER_DEPTH = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
+                    152: (3, 8, 36, 3)}
+BASIC_DEPTHS = (18, 34)  # two 3x3 convolutions per block; deeper ResNets use bottlenecks
+NORMS = ("FrozenBN", "GN")
 STAGES = ("res2", "res3", "res4", "res5")
 
 
 @dataclass
 class ResNetConfig:
-    """detectron2's ``MODEL.RESNETS`` (bottleneck ResNets) and ``MODEL.BACKBONE.FREEZE_AT``."""
+    """detectron2's ``MODEL.RESNETS`` and ``MODEL.BACKBONE.FREEZE_AT``.
+
+    ``norm``: ``FrozenBN`` (pretrained backbones, the official setting) or ``GN``
+    (``GroupNorm(32, C)``, trainable: for backbones trained from scratch, as the tiny presets
+    do). Depths 18 and 34 use basic blocks (``res2_out_channels`` = their width).
+    """
 
     depth: int = 50
     num_groups: int = 1
@@ -70,8 +78,9 @@ class ResNetConfig:
         if self.depth not in BLOCKS_PER_DEPTH:
             raise ValueError(f"ResNet depth {self.depth} is not supported; "
                              f"choose one of {sorted(BLOCKS_PER_DEPTH)}")
-        if self.norm != "FrozenBN":
-            raise ValueError(f"backbone norm {self.norm!r} is not supported (only FrozenBN)")
+        if self.norm not in NORMS:
+            raise ValueError(f"backbone norm {self.norm!r} is not supported; choose one of "
+                             f"{', '.join(NORMS)}")
         if self.res5_dilation not in (1, 2):
             raise ValueError(f"res5_dilation must be 1 or 2, got {self.res5_dilation}")
         unknown = set(self.out_features) - set(STAGES)
@@ -119,12 +128,23 @@ class ConvNorm(nn.Conv2d):
         return self.norm(super().forward(x))
 
 
+def _group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels)
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int,
+              norm: Callable[[int], nn.Module]) -> ConvNorm | None:
+    if in_channels == out_channels and stride == 1:
+        return None
+    return ConvNorm(in_channels, out_channels, 1, stride=stride, norm=norm)
+
+
 class Stem(nn.Module):
     """7x7 stride-2 convolution, ReLU, 3x3 stride-2 max pool: stride 4."""
 
-    def __init__(self, out_channels: int) -> None:
+    def __init__(self, out_channels: int, norm: Callable[[int], nn.Module]) -> None:
         super().__init__()
-        self.conv1 = ConvNorm(3, out_channels, 7, stride=2)
+        self.conv1 = ConvNorm(3, out_channels, 7, stride=2, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.max_pool2d(F.relu(self.conv1(x)), kernel_size=3, stride=2, padding=1)
@@ -134,17 +154,15 @@ class Bottleneck(nn.Module):
     """1x1 -> 3x3 -> 1x1 bottleneck with a projection shortcut where shapes change."""
 
     def __init__(self, in_channels: int, out_channels: int, bottleneck_channels: int,
-                 stride: int, num_groups: int, stride_in_1x1: bool, dilation: int) -> None:
+                 stride: int, num_groups: int, stride_in_1x1: bool, dilation: int,
+                 norm: Callable[[int], nn.Module] = FrozenBatchNorm2d) -> None:
         super().__init__()
-        if in_channels != out_channels or stride != 1:
-            self.shortcut = ConvNorm(in_channels, out_channels, 1, stride=stride)
-        else:
-            self.shortcut = None
+        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = ConvNorm(in_channels, bottleneck_channels, 1, stride=stride_1x1)
+        self.conv1 = ConvNorm(in_channels, bottleneck_channels, 1, stride=stride_1x1, norm=norm)
         self.conv2 = ConvNorm(bottleneck_channels, bottleneck_channels, 3, stride=stride_3x3,
-                              dilation=dilation, groups=num_groups)
-        self.conv3 = ConvNorm(bottleneck_channels, out_channels, 1)
+                              dilation=dilation, groups=num_groups, norm=norm)
+        self.conv3 = ConvNorm(bottleneck_channels, out_channels, 1, norm=norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.conv1(x))
@@ -154,8 +172,24 @@ class Bottleneck(nn.Module):
         return F.relu(out + identity)
 
 
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions (ResNet-18/34) with a projection shortcut where shapes change."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, dilation: int,
+                 norm: Callable[[int], nn.Module] = FrozenBatchNorm2d) -> None:
+        super().__init__()
+        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
+        self.conv1 = ConvNorm(in_channels, out_channels, 3, stride=stride, norm=norm)
+        self.conv2 = ConvNorm(out_channels, out_channels, 3, dilation=dilation, norm=norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(F.relu(self.conv1(x)))
+        identity = x if self.shortcut is None else self.shortcut(x)
+        return F.relu(out + identity)
+
+
 class ResNet(nn.Module):
-    """Bottleneck ResNet returning the stages ``config.out_features`` as a dict.
+    """ResNet returning the stages ``config.out_features`` as a dict.
 
     ``forward(images (N, 3, H, W))`` -> ``{"res2": (N, C2, H/4, W/4), "res3": (.., H/8, ..),
     "res4": (.., H/16, ..), "res5": (.., H/32, ..)}`` (H/16 for res5 when dilated), with
@@ -165,7 +199,8 @@ class ResNet(nn.Module):
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()
         self.config = config
-        self.stem = Stem(config.stem_out_channels)
+        norm = FrozenBatchNorm2d if config.norm == "FrozenBN" else _group_norm
+        self.stem = Stem(config.stem_out_channels, norm)
         in_channels = config.stem_out_channels
         out_channels = config.res2_out_channels
         bottleneck = config.num_groups * config.width_per_group
@@ -180,9 +215,12 @@ class ResNet(nn.Module):
             dilation = config.res5_dilation if name == "res5" else 1
             first_stride = 1 if index == 0 or dilation == 2 else 2
             stage = nn.Sequential(*[
+                BasicBlock(in_channels if b == 0 else out_channels, out_channels,
+                           first_stride if b == 0 else 1, dilation, norm)
+                if config.depth in BASIC_DEPTHS else
                 Bottleneck(in_channels if b == 0 else out_channels, out_channels, bottleneck,
                            first_stride if b == 0 else 1, config.num_groups,
-                           config.stride_in_1x1, dilation)
+                           config.stride_in_1x1, dilation, norm)
                 for b in range(blocks)
             ])
             self.add_module(name, stage)
