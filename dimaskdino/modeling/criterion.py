@@ -42,7 +42,8 @@ class SetCriterion(nn.Module):
 
     ``outputs`` is :class:`~dimaskdino.modeling.predictor.MaskDINOPredictor`'s dict;
     ``targets`` per image ``labels (n,)``, ``boxes (n, 4)`` normalized cxcywh (of the padded
-    batch) and ``masks (n, H, W)`` {0, 1}.
+    batch), ``masks (n, H, W)`` {0, 1} and optionally ``generator``, the image's source of
+    random points (matching and loss).
     """
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher | None = None,
@@ -71,14 +72,22 @@ class SetCriterion(nn.Module):
         if stage.get("pred_masks") is not None:
             pred = stage["pred_masks"][batch, query]
             gt = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices, strict=True)])
-            with torch.no_grad():
-                points = uncertain_points(pred, self.num_points, self.oversample,
-                                          self.importance)
+            with torch.no_grad():  # each image's points from its own generator, if any
+                points = torch.cat([
+                    uncertain_points(part, self.num_points, self.oversample, self.importance,
+                                     t.get("generator"))
+                    for t, part in zip(targets, pred.split([len(q) for q, _ in indices]),
+                                       strict=True)])
             out["mask"], out["dice"] = mask_losses(pred, gt, num_objects, points)
         return out
 
-    def forward(self, outputs: dict, targets: list[dict]) -> dict[str, torch.Tensor]:
-        num_objects = max(float(sum(len(t["labels"]) for t in targets)), 1.0)
+    def forward(self, outputs: dict, targets: list[dict], num_objects: float | None = None
+                ) -> dict[str, torch.Tensor]:
+        """``num_objects`` normalizes every term (default: the objects in ``targets``; under
+        DDP the trainer passes the mean over processes, as the official code does)."""
+        if num_objects is None:
+            num_objects = float(sum(len(t["labels"]) for t in targets))
+        num_objects = max(num_objects, 1.0)
         stages = {"final": outputs["layers"][-1], "interm": outputs["interm"]}
         stages.update({f"layer{i}": layer for i, layer in enumerate(outputs["layers"][:-1])})
         if "di" in outputs:
@@ -102,8 +111,8 @@ class SetCriterion(nn.Module):
     @staticmethod
     def _repeat(targets: list[dict], groups: int) -> list[dict]:
         """Targets with every object listed once per denoising group."""
-        return [{k: v.repeat(groups, *([1] * (v.dim() - 1))) for k, v in t.items()}
-                for t in targets]
+        return [{k: v.repeat(groups, *([1] * (v.dim() - 1))) if k in ("labels", "boxes", "masks")
+                 else v for k, v in t.items()} for t in targets]
 
     @staticmethod
     def _denoising_indices(dn, targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:

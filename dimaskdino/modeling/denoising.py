@@ -62,7 +62,8 @@ def make_denoising_queries(targets: list[dict[str, torch.Tensor]], label_enc: nn
     """Noised ground-truth queries, or None when no image has an object.
 
     Args:
-        targets: per image ``labels (n,)`` int64 and ``boxes (n, 4)`` normalized cxcywh.
+        targets: per image ``labels (n,)`` int64, ``boxes (n, 4)`` normalized cxcywh and
+            optionally ``generator``, the image's source of noise.
         label_enc: embedding of class ids into query content.
         num_queries: matching queries the decoder also gets.
         budget: denoising queries per image at most (``DN_NUM``).
@@ -83,19 +84,26 @@ def make_denoising_queries(targets: list[dict[str, torch.Tensor]], label_enc: nn
     slot = torch.cat([torch.arange(n, device=device) for n in counts])
     query_index = torch.cat([slot + g * group_size for g in range(groups)])
 
-    def uniform(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator).to(device)
+    # noise drawn image by image from the image's own generator (``target["generator"]``,
+    # else ``generator``), so an image's noise does not depend on its batch-mates
+    flips, flip_labels, box_noise = [], [], []
+    for t, n in zip(targets, counts):
+        source = t.get("generator", generator)
+        flips.append(torch.rand(groups, n, generator=source))
+        flip_labels.append(torch.rand(groups, n, generator=source))
+        box_noise.append(torch.rand(groups, n, 4, generator=source))
 
-    noisy_labels = labels.clone()
+    def group_major(parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts, dim=1).flatten(0, 1).to(device)
+
+    noisy_labels, noisy_boxes = labels, boxes
     if noise_scale > 0:
-        flip = uniform(len(labels)) < noise_scale * 0.5
-        random_labels = (uniform(len(labels)) * label_enc.num_embeddings).long()
+        flip = group_major(flips) < noise_scale * 0.5
+        random_labels = (group_major(flip_labels) * label_enc.num_embeddings).long()
         noisy_labels = torch.where(flip, random_labels, labels)
-    noisy_boxes = boxes.clone()
-    if noise_scale > 0:
         spread = torch.cat((boxes[:, 2:] / 2, boxes[:, 2:]), dim=1)
-        noisy_boxes = (boxes + (uniform(*boxes.shape) * 2 - 1) * spread * noise_scale
-                       ).clamp(0.0, 1.0)
+        noisy_boxes = (boxes + (group_major(box_noise).to(boxes) * 2 - 1) * spread
+                       * noise_scale).clamp(0.0, 1.0)
     batch = len(targets)
     dim = label_enc.embedding_dim
     pad = groups * group_size

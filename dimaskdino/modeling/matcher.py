@@ -84,12 +84,14 @@ class HungarianMatcher(nn.Module):
                 use_masks: bool = True, generator: torch.Generator | None = None
                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per image, ``(query indices, target indices)`` of the assignment (int64, sorted
-        by query). ``outputs`` has ``pred_logits``, ``pred_boxes`` and ``pred_masks``."""
+        by query). ``outputs`` has ``pred_logits``, ``pred_boxes`` and ``pred_masks``; an
+        image's ``target["generator"]``, when given, draws its points instead of
+        ``generator``."""
         indices = []
         for b, target in enumerate(targets):
             masks = outputs["pred_masks"][b] if use_masks and "masks" in target else None
             cost = self.cost_matrix(outputs["pred_logits"][b], outputs["pred_boxes"][b], masks,
-                                    target, generator)
+                                    target, target.get("generator", generator))
             rows, cols = linear_sum_assignment(cost.double().cpu().numpy())
             indices.append((torch.as_tensor(rows, dtype=torch.int64),
                             torch.as_tensor(cols, dtype=torch.int64)))

@@ -10,6 +10,7 @@ from torch import nn
 
 from dimaskdino.config import ModelConfig
 from dimaskdino.modeling.backbone import ResNet
+from dimaskdino.modeling.box_ops import box_xyxy_to_cxcywh
 from dimaskdino.modeling.encoder import MaskDINOEncoder
 from dimaskdino.modeling.postprocess import instance_inference
 from dimaskdino.modeling.predictor import MaskDINOPredictor
@@ -25,11 +26,17 @@ class Prediction:
     (B, Q, H/4, W/4)`` logits; otherwise empty. ``instances``: per image the dict of
     :func:`~dimaskdino.modeling.postprocess.instance_inference` for the last layer.
     ``outputs``: every intermediate stage (backbone, encoder, predictor), for inspection.
+    ``padded_size``, ``image_sizes``, ``output_sizes``: ``(H, W)`` of the padded batch, of
+    each image inside it and of each image's reported instances (to post-process any layer
+    as the last one).
     """
 
     layers: list[dict[str, torch.Tensor]] = field(default_factory=list)
     instances: list[dict[str, torch.Tensor]] = field(default_factory=list)
     outputs: dict = field(default_factory=dict, repr=False)
+    padded_size: tuple[int, int] = (0, 0)
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    output_sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 class DIMaskDINO(nn.Module):
@@ -47,15 +54,45 @@ class DIMaskDINO(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(-1, 1, 1),
                              persistent=False)
 
-    def forward(self, batch: torch.Tensor, all_layer_masks: bool = True) -> dict:
+    def forward(self, batch: torch.Tensor, all_layer_masks: bool = True,
+                targets: list[dict[str, torch.Tensor]] | None = None) -> dict:
         """Normalized, padded images ``(B, 3, H, W)`` -> the predictor's dict (see
-        :class:`MaskDINOPredictor`) plus ``backbone`` and ``encoder`` outputs."""
+        :class:`MaskDINOPredictor`) plus ``backbone`` and ``encoder`` outputs. ``targets``
+        (from :meth:`prepare_training_batch`) add the denoising queries in training mode."""
         features = self.backbone(batch)
         encoded = self.encoder(features)
         outputs = self.predictor(encoded["multi_scale_features"], encoded["mask_features"],
-                                 all_layer_masks)
+                                 all_layer_masks, targets)
         outputs.update(backbone=features, encoder=encoded)
         return outputs
+
+    def prepare_training_batch(self, images: Sequence[torch.Tensor], targets: Sequence[dict]
+                               ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+        """Images and their annotations -> the padded batch and the criterion's targets.
+
+        ``targets`` per image: ``labels (n,)``, ``boxes (n, 4)`` xyxy pixels, ``masks (n, H_i,
+        W_i)`` bool and optionally ``seed``. Returned per image: ``labels``, ``boxes``
+        normalized cxcywh (by the image's own size, as the official code does), ``masks``
+        zero-padded to the batch (in the batch's dtype: point sampling reads them as
+        numbers), and a ``generator`` seeded with ``seed`` for the image's
+        random draws (denoising noise, matching and loss points).
+        """
+        batch, sizes = batch_images(images, self.pixel_mean, self.pixel_std,
+                                    self.config.size_divisibility)
+        height, width = batch.shape[-2:]
+        prepared = []
+        for target, (h, w) in zip(targets, sizes, strict=True):
+            boxes = target["boxes"].to(batch)
+            scale = boxes.new_tensor([w, h, w, h])
+            masks = target["masks"].to(batch)
+            padded = masks.new_zeros((masks.shape[0], height, width))
+            padded[:, :h, :w] = masks
+            item = {"labels": target["labels"].to(batch.device),
+                    "boxes": box_xyxy_to_cxcywh(boxes) / scale, "masks": padded}
+            if "seed" in target:
+                item["generator"] = torch.Generator().manual_seed(int(target["seed"]))
+            prepared.append(item)
+        return batch, prepared
 
     @torch.no_grad()
     def predict(self, images: Sequence[torch.Tensor],
@@ -83,4 +120,6 @@ class DIMaskDINO(nn.Module):
             for i in range(len(images))
         ]
         return Prediction(layers=outputs["layers"] if all_layers else [],
-                          instances=instances, outputs=outputs)
+                          instances=instances, outputs=outputs, padded_size=padded,
+                          image_sizes=image_sizes,
+                          output_sizes=[tuple(size) for size in sizes_out])

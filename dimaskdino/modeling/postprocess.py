@@ -25,6 +25,30 @@ def resize_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int],
     return masks[0]
 
 
+def boxes_to_output(boxes: torch.Tensor, padded_size: tuple[int, int],
+                    image_size: tuple[int, int], output_size: tuple[int, int]) -> torch.Tensor:
+    """Normalized cxcywh of the padded batch ``(n, 4)`` -> xyxy pixels at the output size."""
+    scale = torch.tensor([padded_size[1] / image_size[1] * output_size[1],
+                          padded_size[0] / image_size[0] * output_size[0]],
+                         dtype=boxes.dtype, device=boxes.device).repeat(2)
+    return box_cxcywh_to_xyxy(boxes) * scale
+
+
+def box_inference(logits: torch.Tensor, boxes: torch.Tensor, padded_size: tuple[int, int],
+                  image_size: tuple[int, int], output_size: tuple[int, int],
+                  topk: int = 100) -> dict:
+    """Detections of a stage that predicts no masks (DI's token interaction): the top
+    (query, class) pairs scored by class probability; keys as :func:`instance_inference`
+    without ``pred_masks``."""
+    queries, classes = logits.shape
+    scores, flat = logits.sigmoid().flatten().topk(min(topk, queries * classes))
+    query_index = flat // classes
+    return {"scores": scores, "pred_classes": flat % classes,
+            "pred_boxes": boxes_to_output(boxes[query_index], padded_size, image_size,
+                                          output_size),
+            "query_index": query_index, "class_scores": scores}
+
+
 def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: torch.Tensor,
                        padded_size: tuple[int, int], image_size: tuple[int, int],
                        output_size: tuple[int, int], topk: int = 100) -> dict:
@@ -53,13 +77,11 @@ def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: t
     area = binary.flatten(1).sum(1, dtype=masks.dtype)
     inside = masks.sigmoid().masked_fill_(~binary, 0.0)
     mask_scores = inside.flatten(1).sum(1) / (area + 1e-6)
-    scale = torch.tensor([padded_size[1] / image_size[1] * output_size[1],
-                          padded_size[0] / image_size[0] * output_size[0]],
-                         dtype=boxes.dtype, device=boxes.device).repeat(2)
     return {
         "scores": class_scores * mask_scores,
         "pred_classes": labels,
-        "pred_boxes": box_cxcywh_to_xyxy(boxes[query_index]) * scale,
+        "pred_boxes": boxes_to_output(boxes[query_index], padded_size, image_size,
+                                      output_size),
         "pred_masks": binary,
         "query_index": query_index,
         "class_scores": class_scores,

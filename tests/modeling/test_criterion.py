@@ -65,3 +65,23 @@ def test_loss_weight_constraint_scales_only_detection_terms():
         factor = 0.1 if key.startswith(("l1_", "giou_")) else 1.0
         torch.testing.assert_close(constrained[key], value * factor)
     assert LossWeights().of("class") == 4.0 and LossWeights(detection_scale=0.1).of("giou") == 0.2
+
+
+def test_per_image_generators_make_the_loss_additive_over_images():
+    """With a generator per image (as the trainer seeds them), an image's random points and
+    denoising noise do not depend on its batch-mates: the loss of a batch is the sum of its
+    images' losses under one normalization. This is what makes N DDP processes with batch b
+    equal one process with batch N * b."""
+    predictor, maps, mask_features, targets = setup()
+    targets[0]["masks"] = targets[0]["masks"][:2]
+    targets[1] = {k: v[:2] for k, v in targets[1].items()}   # equal counts: same DN groups
+    criterion = SetCriterion(4, HungarianMatcher(num_points=64), num_points=64)
+
+    def run(images: list[int]) -> torch.Tensor:
+        seeded = [{**targets[i], "generator": torch.Generator().manual_seed(10 + i)}
+                  for i in images]
+        outputs = predictor([m[images] for m in maps], mask_features[images], targets=seeded)
+        return criterion(outputs, seeded, num_objects=4.0)["loss"]
+
+    together = run([0, 1])
+    torch.testing.assert_close(together, run([0]) + run([1]), rtol=1e-5, atol=1e-5)
