@@ -1,4 +1,5 @@
-"""Typed model configuration and the reader of official detectron2-style YAML configs.
+"""Typed configuration: the model, the experiment (data, solver, loss), presets,
+``key=value`` overrides, and the reader of official detectron2-style YAML configs.
 
 An official config is either a full ``cfg.dump()`` or a config file whose ``_BASE_`` chain
 sets only some keys; the others take detectron2's and MaskDINO's defaults
@@ -8,12 +9,17 @@ sets only some keys; the others take detectron2's and MaskDINO's defaults
 from __future__ import annotations
 
 import copy
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from dimaskdino.data.synthetic import SyntheticSpec
 from dimaskdino.modeling.backbone import ResNetConfig
+from dimaskdino.modeling.criterion import LossWeights
 from dimaskdino.modeling.encoder import EncoderConfig
 from dimaskdino.modeling.predictor import PredictorConfig
 
@@ -104,9 +110,17 @@ class ModelConfig:
     detections_per_image: int = 100
 
     def __post_init__(self) -> None:
+        channels, strides = self.backbone.output_shapes()
         if self.encoder is None:
-            channels, strides = self.backbone.output_shapes()
             self.encoder = EncoderConfig(in_channels=channels, in_strides=strides)
+            return
+        # the encoder's inputs always follow the backbone (an override may change it)
+        missing = set(self.encoder.in_channels) - set(channels)
+        if missing:
+            raise ConfigError(f"the encoder reads {sorted(missing)}, which the backbone does "
+                              f"not output ({sorted(channels)})")
+        self.encoder.in_channels = {f: channels[f] for f in self.encoder.in_channels}
+        self.encoder.in_strides = {f: strides[f] for f in self.encoder.in_channels}
 
     @property
     def name(self) -> str:
@@ -133,3 +147,247 @@ class ModelConfig:
             size_divisibility=model["MaskDINO"]["SIZE_DIVISIBILITY"],
             detections_per_image=cfg["TEST"]["DETECTIONS_PER_IMAGE"],
         )
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are augmented (MaskDINO's LSJ)."""
+
+    dataset: str = "synthetic"               # a dataset spec (see dimaskdino.data.specs)
+    image_size: tuple[int, int] = (1024, 1024)  # LSJ crop (H, W)
+    min_scale: float = 0.1
+    max_scale: float = 2.0
+    flip: bool = True
+    test_short: int = 800                    # evaluation resize: shorter side ...
+    test_max_size: int = 1333                # ... and the longer side's cap
+    test_batch_size: int = 1
+    workers: int = 2
+    synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+
+
+@dataclass
+class SolverConfig:
+    """AdamW with warm-up and a step schedule (detectron2's ``SOLVER``); ``batch_size`` is
+    the global batch over all processes."""
+
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    backbone_multiplier: float = 0.1
+    max_iter: int = 88500
+    steps: tuple[int, ...] = (81125,)
+    gamma: float = 0.1
+    warmup_iters: int = 10
+    warmup_factor: float = 1.0
+    clip_norm: float = 0.01                  # full-model gradient clipping; 0 = off
+    amp: bool = True                         # used on CUDA only
+    checkpoint_period: int = 5000
+    eval_period: int = 5000                  # 0 = only at the end
+    log_period: int = 20
+    seed: int = 0
+
+
+@dataclass
+class LossConfig(LossWeights):
+    """Loss weights (see :class:`LossWeights`) and the mask loss's point sampling."""
+
+    num_points: int = 12544
+    oversample: float = 3.0
+    importance: float = 0.75
+
+
+@dataclass
+class ExperimentConfig:
+    """One training run: model, data, solver and loss."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    preset: str = ""
+
+
+def config_to_dict(config) -> dict:
+    """A dataclass config -> plain nested dicts and lists (YAML/JSON-ready)."""
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+    return plain(dataclasses.asdict(config))
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _coerce(value, hint, path: str):
+    """``value`` checked against (and converted to) the type ``hint``, or ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _coerce_union(value, typing.get_args(hint), path)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return config_from_dict(hint, value, path)
+    if origin in (tuple, dict):
+        return _coerce_container(value, origin, typing.get_args(hint), path)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    raise ConfigError(f"{path}: expected {_type_name(hint)}, got {value!r}")
+
+
+def _coerce_union(value, args: tuple, path: str):
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    for arg in options[:-1]:
+        try:
+            return _coerce(value, arg, path)
+        except ConfigError:
+            continue
+    return _coerce(value, options[-1], path)
+
+
+def _coerce_container(value, origin, args: tuple, path: str):
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {_coerce(k, args[0], path): _coerce(v, args[1], f"{path}.{k}")
+                for k, v in value.items()}
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{path}: expected a list, got {value!r}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+    if len(value) != len(args):
+        raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
+    return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+
+
+def config_from_dict(cls, data: dict, path: str = ""):
+    """Build the dataclass ``cls`` from nested dicts (as :func:`config_to_dict` writes);
+    unknown keys and wrongly typed values raise ConfigError naming the key."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = set(data) - names
+    if unknown:
+        key = f"{path}.{sorted(unknown)[0]}".lstrip(".")
+        raise ConfigError(f"unknown config key {key!r}")
+    kwargs = {name: _coerce(value, hints[name], f"{path}.{name}".lstrip("."))
+              for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{path or cls.__name__}: {exc}") from None
+
+
+def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """``["solver.max_iter=100", "model.predictor.dec_layers=6", ...]`` applied in order.
+
+    Values are read as YAML (``6``, ``1e-4``, ``true``, ``[512, 512]``, ``null``) and checked
+    against the key's type; a key naming no config field is an error.
+    """
+    data = config_to_dict(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: cannot read the value {text!r}") from None
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or parts[-1] not in node:
+            raise ConfigError(f"unknown config key {key!r}")
+        node[parts[-1]] = value
+    return config_from_dict(ExperimentConfig, data)
+
+
+MODELS = ("dimaskdino", "maskdino")
+
+
+def _paper_model(num_classes: int, model: str) -> ModelConfig:
+    """The paper's R50 models: 6 encoder and decoder layers, 256 channels, k1 = 600,
+    k2 = 300, 50 guiding tokens (MaskDINO: 300 queries, no DI, no BATO)."""
+    di = model == "dimaskdino"
+    return ModelConfig(predictor=PredictorConfig(
+        num_classes=num_classes, dec_layers=6,
+        first_selected_queries=600 if di else None,
+        num_guiding_tokens=50 if di else None))
+
+
+def _tiny(model: str) -> ExperimentConfig:
+    di = model == "dimaskdino"
+    backbone = ResNetConfig(depth=18, stem_out_channels=32, res2_out_channels=32, norm="GN")
+    channels, strides = backbone.output_shapes()
+    return ExperimentConfig(
+        model=ModelConfig(
+            backbone=backbone,
+            encoder=EncoderConfig(in_channels=channels, in_strides=strides, conv_dim=64,
+                                  mask_dim=64, layers=2, heads=4, dim_feedforward=128),
+            predictor=PredictorConfig(
+                num_classes=6, hidden_dim=64, num_queries=30, dim_feedforward=128,
+                dec_layers=3, mask_dim=64, heads=4, dn_num=30,
+                first_selected_queries=60 if di else None,
+                num_guiding_tokens=10 if di else None),
+            detections_per_image=30),
+        data=DataConfig(image_size=(128, 128), min_scale=0.5, max_scale=1.5,
+                        test_short=128, test_max_size=160, test_batch_size=8, workers=0,
+                        synthetic=SyntheticSpec(num_train=256, num_val=32, height=128,
+                                                width=160, max_objects=5)),
+        solver=SolverConfig(batch_size=4, lr=4e-4, backbone_multiplier=1.0, max_iter=1200,
+                            steps=(1000,), warmup_iters=50, warmup_factor=0.01,
+                            clip_norm=0.1, checkpoint_period=200, eval_period=0,
+                            log_period=10),
+        loss=LossConfig(num_points=256),
+    )
+
+
+def _coco(model: str, schedule: str) -> ExperimentConfig:
+    max_iter, steps = {"12ep": (88500, (81125,)), "50ep": (368750, (327778, 355092))}[schedule]
+    return ExperimentConfig(model=_paper_model(80, model),
+                            data=DataConfig(dataset="coco:datasets/coco"),
+                            solver=SolverConfig(max_iter=max_iter, steps=steps))
+
+
+def _bdd100k(model: str) -> ExperimentConfig:
+    # 7000 training images, batch 8: 875 iterations per epoch; 68 epochs, drop at epoch 50
+    return ExperimentConfig(
+        model=_paper_model(8, model), data=DataConfig(dataset="bdd100k:datasets/bdd100k"),
+        solver=SolverConfig(batch_size=8, max_iter=68 * 875, steps=(50 * 875,)))
+
+
+PRESETS = {
+    "tiny": _tiny,
+    "r50-coco-12ep": lambda model: _coco(model, "12ep"),
+    "r50-coco-50ep": lambda model: _coco(model, "50ep"),
+    "r50-bdd100k-68ep": _bdd100k,
+}
+
+
+def preset(name: str, model: str = "dimaskdino") -> ExperimentConfig:
+    """A named experiment for ``model`` (``dimaskdino`` or ``maskdino``).
+
+    ``tiny``: a small model on the built-in synthetic data that trains on a CPU in minutes.
+    ``r50-coco-12ep`` / ``r50-coco-50ep``: the paper's COCO schedules (batch 16, LSJ 1024).
+    ``r50-bdd100k-68ep``: BDD100K, batch 8, 68 epochs, learning-rate drop at epoch 50.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    if model not in MODELS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    config = PRESETS[name](model)
+    config.preset = name
+    return config

@@ -47,3 +47,54 @@ def test_errors(tmp_path):
     (tmp_path / "swin.yaml").write_text("MODEL:\n  BACKBONE:\n    NAME: D2SwinTransformer\n")
     with pytest.raises(ConfigError, match="not a ResNet"):
         ModelConfig.from_official(load_official_config(tmp_path / "swin.yaml"))
+
+
+def test_experiment_config_round_trips_through_plain_dicts():
+    from dimaskdino.config import ExperimentConfig, config_from_dict, config_to_dict, preset
+
+    for name in ("tiny", "r50-coco-12ep", "r50-bdd100k-68ep"):
+        for model in ("dimaskdino", "maskdino"):
+            config = preset(name, model)
+            assert config_from_dict(ExperimentConfig, config_to_dict(config)) == config
+
+
+def test_presets_follow_the_paper():
+    from dimaskdino.config import preset
+
+    coco = preset("r50-coco-12ep")
+    assert (coco.solver.batch_size, coco.solver.lr, coco.solver.max_iter) == (16, 1e-4, 88500)
+    assert coco.solver.steps == (81125,) and coco.data.image_size == (1024, 1024)
+    assert coco.model.predictor.first_selected_queries == 600
+    assert coco.model.predictor.num_guiding_tokens == 50
+    assert preset("r50-coco-12ep", "maskdino").model.name == "MaskDINO"
+    assert preset("r50-coco-50ep").solver.steps == (327778, 355092)
+    bdd = preset("r50-bdd100k-68ep")
+    assert bdd.solver.batch_size == 8 and bdd.model.predictor.num_classes == 8
+    # 7000 images / batch 8 = 875 iterations per epoch
+    assert (bdd.solver.max_iter, bdd.solver.steps) == (68 * 875, (50 * 875,))
+    assert bdd.data.dataset.startswith("bdd100k:")
+
+
+def test_overrides_are_typed_and_checked():
+    from dimaskdino.config import apply_overrides, preset
+
+    config = apply_overrides(preset("tiny"), [
+        "solver.max_iter=7", "solver.lr=1e-3", "data.image_size=[64, 96]",
+        "model.predictor.first_selected_queries=null", "model.predictor.num_guiding_tokens=null",
+        "model.backbone.res2_out_channels=64"])
+    assert config.solver.max_iter == 7 and config.solver.lr == 1e-3
+    assert config.data.image_size == (64, 96) and config.model.name == "MaskDINO"
+    # the encoder's inputs follow the backbone
+    assert config.model.encoder.in_channels["res5"] == 512
+    for bad, message in [("solver.max_itr=3", "unknown config key 'solver.max_itr'"),
+                         ("solver.max_iter=many", "solver.max_iter: expected int"),
+                         ("solver.max_iter=2.5", "expected int"),
+                         ("data.image_size=[64]", "expected 2 values"),
+                         ("solver", "key=value"),
+                         ("model.backbone.depth=26", "depth 26")]:
+        with pytest.raises(ConfigError, match=message):
+            apply_overrides(preset("tiny"), [bad])
+    with pytest.raises(ConfigError, match="unknown preset 'huge'; choose one of tiny"):
+        preset("huge")
+    with pytest.raises(ConfigError, match="unknown model"):
+        preset("tiny", "maskrcnn")
