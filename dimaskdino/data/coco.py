@@ -65,7 +65,7 @@ class CocoInstances(Dataset):
         path = self.image_dir / info["file_name"]
         try:
             with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
+                image = np.array(im.convert("RGB"))
         except (OSError, ValueError) as exc:
             raise DatasetError(f"cannot read image {path}: {exc}") from None
         height, width = image.shape[:2]
