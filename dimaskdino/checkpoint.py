@@ -26,7 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from dimaskdino.config import ModelConfig, load_official_config
+from dimaskdino.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    config_from_dict,
+    load_official_config,
+)
 from dimaskdino.modeling.model import DIMaskDINO
 
 
@@ -250,16 +256,69 @@ def load_official(config: str | Path, weights: str | Path | Mapping[str, torch.T
     return model.eval()
 
 
-def _read_official_weights(path: str | Path) -> Mapping[str, torch.Tensor]:
+def read_torch_file(path: str | Path):
+    """``torch.load`` (CPU, tensors and plain containers only) with one-line errors."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
+
+
+def _read_official_weights(path: str | Path) -> Mapping[str, torch.Tensor]:
+    data = read_torch_file(path)
     if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path} holds no state dict")
     return data
+
+
+def load_model(checkpoint: str | Path, official_config: str | Path | None = None
+               ) -> tuple[DIMaskDINO, ExperimentConfig]:
+    """A model ready for evaluation from a dimask training checkpoint (its config is inside)
+    or from an official ``.pth`` with its YAML (``official_config``).
+
+    Returns the model in eval mode and the experiment config (for an official checkpoint:
+    the default data settings, evaluation at shorter side 800 / longer side <= 1333).
+    """
+    from dimaskdino.engine.checkpointer import read_checkpoint
+
+    if official_config is not None:
+        model = load_official(official_config, checkpoint)
+        return model, ExperimentConfig(model=model.config)
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".pth" and _looks_official(path):
+        raise CheckpointError(f"{path} is an official checkpoint; pass its YAML with "
+                              "--official-config")
+    state = read_checkpoint(path)
+    try:
+        config = config_from_dict(ExperimentConfig, state["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path} holds a config this dimask cannot read: {exc}") from None
+    model = DIMaskDINO(config.model)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path} does not fit its own config: {first[1:2] or first}"
+                              ) from None
+    return model.eval(), config
+
+
+def _looks_official(path: Path) -> bool:
+    """An official checkpoint: a detectron2 dict (``model`` without our ``format``) or a bare
+    state dict of ``sem_seg_head`` keys."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    if not isinstance(state, dict) or "format" in state:
+        return False
+    keys = state.get("model", state)
+    return isinstance(keys, dict) and any(str(k).startswith("sem_seg_head") for k in keys)

@@ -1,4 +1,5 @@
-"""Shared fixtures."""
+"""Shared fixtures, and a micro experiment (64 px images, two decoder layers) that trains
+in seconds."""
 
 from __future__ import annotations
 
@@ -27,3 +28,20 @@ def golden_fixtures() -> Path:
             return Path(candidate)
     pytest.skip("golden fixtures not found: set DIMASK_FIXTURES to the shared fixtures folder "
                 "(expected at ../shared/fixtures)")
+
+MICRO = [
+    "data.image_size=[64, 64]", "data.min_scale=0.8", "data.max_scale=1.2",
+    "data.test_short=0", "data.test_batch_size=2",
+    "data.synthetic.num_train=8", "data.synthetic.num_val=2", "data.synthetic.height=64",
+    "data.synthetic.width=64", "data.synthetic.max_objects=3",
+    "model.encoder.layers=1", "model.predictor.dec_layers=2", "model.predictor.num_queries=10",
+    "model.predictor.first_selected_queries=20", "model.predictor.num_guiding_tokens=4",
+    "solver.batch_size=2", "solver.max_iter=8", "solver.checkpoint_period=4",
+    "solver.log_period=1", "loss.num_points=64",
+]
+
+@pytest.fixture
+def micro_overrides(tmp_path, monkeypatch):
+    """The micro experiment's overrides; the synthetic data is cached under ``tmp_path``."""
+    monkeypatch.setenv("DIMASK_CACHE", str(tmp_path / "cache"))
+    return list(MICRO)

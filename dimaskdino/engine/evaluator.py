@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from dimaskdino.data.coco import DatasetError
+
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 Backend = Literal["faster", "pycocotools"]
 
@@ -88,3 +90,35 @@ def coco_evaluate(ground_truth: dict, results: list[dict], iou_type: Literal["bb
         evaluator.accumulate()
         evaluator.summarize()
     return {name: float(value) * 100 for name, value in zip(METRICS, evaluator.stats[:6])}
+
+
+def check_categories(model, dataset) -> None:
+    """``model`` (a :class:`DIMaskDINO`) and ``dataset`` (an :class:`EvaluationImages`) must
+    agree: the model's classes must be the dataset's categories (contiguous ids, JSON order)."""
+    classes, found = model.config.predictor.num_classes, len(dataset.dataset.category_ids)
+    if classes != found:
+        raise DatasetError(f"the model predicts {classes} classes but "
+                           f"{dataset.dataset.annotation_file} has {found} categories")
+
+
+def evaluate_model(model, dataset, batch_size: int = 1, backend: Backend = "faster",
+                   workers: int = 0, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Box and mask AP of ``model``'s final predictions on ``dataset`` (an
+    :class:`~dimaskdino.data.loader.EvaluationImages`): ``{"bbox": {...}, "segm": {...}}``.
+
+    Under DDP the images are shared out, results gathered, and every process gets the
+    metrics.
+    """
+    from dimaskdino.engine import distributed
+    from dimaskdino.engine.inference import predictions
+
+    check_categories(model, dataset)
+    coco = dataset.dataset
+    results: list[dict] = []
+    for targets, prediction in predictions(model, dataset, batch_size, workers=workers,
+                                           progress=progress, description="evaluate"):
+        for target, instances in zip(targets, prediction.instances, strict=True):
+            results.extend(instances_to_results(instances, target["image_id"],
+                                                coco.category_ids))
+    results = distributed.gather_lists(results)
+    return {iou: coco_evaluate(coco.data, results, iou, backend) for iou in ("bbox", "segm")}

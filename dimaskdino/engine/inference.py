@@ -1,0 +1,50 @@
+"""Run a model over an evaluation dataset, batch by batch, with a progress bar."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from rich.progress import Progress
+
+from dimaskdino.data.loader import EvaluationImages, evaluation_loader
+from dimaskdino.engine import distributed
+from dimaskdino.modeling.model import DIMaskDINO, Prediction
+
+
+def progress_bar(disable: bool = False) -> Progress:
+    """The rich progress bar every long loop uses (bar, count, elapsed, ETA)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    TextColumn("{task.fields[status]}"), disable=disable, transient=False)
+
+
+def predictions(model: DIMaskDINO, dataset: EvaluationImages, batch_size: int = 1,
+                all_layers: bool = False, workers: int = 0, progress: bool = True,
+                description: str = "predict") -> Iterator[tuple[list[dict], Prediction]]:
+    """Yield ``(targets, prediction)`` per batch, instances at each image's original size.
+
+    Under DDP every process takes every ``world_size``-th image.
+    """
+    indices = list(range(distributed.rank(), len(dataset), distributed.world_size()))
+    loader = evaluation_loader(dataset, batch_size, workers, indices)
+    was_training = model.training
+    model.eval()
+    show = progress and distributed.is_main_process()
+    try:
+        with progress_bar(disable=not show) as bar:
+            task = bar.add_task(description, total=len(indices), status="")
+            for images, targets in loader:
+                sizes = [(t["height"], t["width"]) for t in targets]
+                with torch.no_grad():
+                    yield targets, model.predict(images, sizes, all_layers=all_layers)
+                bar.advance(task, len(images))
+    finally:
+        model.train(was_training)

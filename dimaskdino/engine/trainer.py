@@ -1,0 +1,228 @@
+"""The training loop: AdamW, warm-up + steps, full-model clipping, AMP on CUDA,
+checkpoints and bitwise resume, periodic COCO evaluation, DDP.
+
+A run lives in one directory: ``config.yaml``, ``metrics.jsonl`` (one line per logged
+iteration and per evaluation), checkpoints (see :mod:`dimaskdino.engine.checkpointer`) and,
+at the end, ``model_final.pth`` and ``final_metrics.json``.
+
+Bitwise resume on CPU follows from three facts: the data of iteration ``i`` is a function
+of ``i`` (:class:`~dimaskdino.data.loader.TrainingStream`), every random draw of the model
+and the criterion comes from per-image generators seeded by the stream, and checkpoints
+hold the optimizer state and the global random state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+from dimaskdino.config import ConfigError, ExperimentConfig, config_to_dict
+from dimaskdino.data.coco import CocoInstances
+from dimaskdino.data.loader import (
+    EvaluationImages,
+    TrainingStream,
+    training_loader,
+)
+from dimaskdino.data.specs import resolve_dataset
+from dimaskdino.data.transforms import LargeScaleJitter
+from dimaskdino.engine import distributed
+from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint, save_checkpoint
+from dimaskdino.engine.evaluator import evaluate_model
+from dimaskdino.engine.inference import progress_bar
+from dimaskdino.engine.solver import build_optimizer, set_learning_rate
+from dimaskdino.fileio import atomic_write_text
+from dimaskdino.modeling.criterion import SetCriterion
+from dimaskdino.modeling.matcher import HungarianMatcher
+from dimaskdino.modeling.model import DIMaskDINO
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); one-line message."""
+
+
+@dataclass
+class TrainResult:
+    """Where the run is and what it reached."""
+
+    output_dir: Path
+    iteration: int
+    checkpoint: Path | None
+    metrics: dict = field(default_factory=dict)  # {"bbox": {...}, "segm": {...}}
+
+
+def load_datasets(config: ExperimentConfig) -> tuple[CocoInstances, CocoInstances]:
+    """The training and validation splits of ``config.data.dataset``; the synthetic data is
+    generated (once, by the first process) on first use."""
+    def read(split: str) -> CocoInstances:
+        source = resolve_dataset(config.data.dataset, split,
+                                 synthetic_spec=config.data.synthetic)
+        return CocoInstances(source.annotation_file, source.image_dir)
+
+    if distributed.is_main_process():
+        train = read("train")
+    distributed.barrier()
+    if not distributed.is_main_process():
+        train = read("train")
+    val = read("val")
+    classes = config.model.predictor.num_classes
+    if len(train.category_ids) != classes:
+        raise ConfigError(f"the dataset has {len(train.category_ids)} categories but the "
+                          f"model predicts {classes}; set model.predictor.num_classes="
+                          f"{len(train.category_ids)}")
+    return train, val
+
+
+def build_criterion(config: ExperimentConfig) -> SetCriterion:
+    loss = config.loss
+    return SetCriterion(config.model.predictor.num_classes,
+                        HungarianMatcher(loss.classification, loss.l1, loss.giou, loss.mask,
+                                         loss.dice, num_points=loss.num_points),
+                        loss, num_points=loss.num_points, oversample=loss.oversample,
+                        importance=loss.importance)
+
+
+class Trainer:
+    """Train ``config`` into ``output_dir``; :meth:`run` returns a :class:`TrainResult`.
+
+    ``callbacks`` receive every logged record (``{"iteration", "lr", "loss", ...}`` and the
+    evaluation records ``{"iteration", "bbox/AP", ...}``), e.g. for experiment tracking.
+    """
+
+    def __init__(self, config: ExperimentConfig, output_dir: str | Path, resume: bool = False,
+                 progress: bool = True,
+                 callbacks: list[Callable[[dict], None]] | None = None) -> None:
+        self.config, self.output_dir = config, Path(output_dir)
+        self.resume, self.progress = resume, progress
+        self.callbacks = callbacks or []
+        self.device = distributed.init_from_environment()
+        self.main = distributed.is_main_process()
+        world = distributed.world_size()
+        if config.solver.batch_size % world:
+            raise ConfigError(f"solver.batch_size={config.solver.batch_size} is not divisible "
+                              f"by the {world} processes")
+        self.local_batch = config.solver.batch_size // world
+
+    def _log(self, record: dict) -> None:
+        if not self.main:
+            return
+        with (self.output_dir / "metrics.jsonl").open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        for callback in self.callbacks:
+            callback(record)
+
+    def _checkpoint(self, name: str, iteration: int, extra: dict | None = None) -> Path:
+        path = self.output_dir / name
+        if self.main:
+            save_checkpoint(self.output_dir, name, model=self.model, optimizer=self.optimizer,
+                            iteration=iteration, config=config_to_dict(self.config),
+                            extra=extra)
+        distributed.barrier()
+        return path
+
+    def _evaluate(self, iteration: int) -> dict:
+        data = self.config.data
+        metrics = evaluate_model(self.model, EvaluationImages(self.val, data.test_short,
+                                                              data.test_max_size),
+                                 data.test_batch_size, progress=self.progress)
+        self._log({"iteration": iteration, **{f"{iou}/{k}": v for iou, values in
+                                               metrics.items() for k, v in values.items()}})
+        return metrics
+
+    def _setup(self) -> int:
+        """Build everything; returns the first iteration to run."""
+        config = self.config
+        torch.manual_seed(config.solver.seed)
+        self.train_set, self.val = load_datasets(config)
+        self.model = DIMaskDINO(config.model).to(self.device).train()
+        self.optimizer = build_optimizer(self.model, config.solver)
+        self.criterion = build_criterion(config)
+        start = 0
+        if self.resume:
+            path = last_checkpoint(self.output_dir)
+            if path is not None:
+                state = read_checkpoint(path)
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                torch.set_rng_state(state["rng"])
+                start = int(state["iteration"])
+        if self.main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.output_dir / "config.yaml",
+                              yaml.safe_dump(config_to_dict(config), sort_keys=False))
+        return start
+
+    def run(self) -> TrainResult:
+        config, solver = self.config, self.config.solver
+        start = self._setup()
+        model = self.model
+        if distributed.is_distributed():
+            model = DistributedDataParallel(
+                model, device_ids=[self.device] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        use_amp = solver.amp and self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        stream = TrainingStream(self.train_set, LargeScaleJitter(
+            config.data.image_size, config.data.min_scale, config.data.max_scale,
+            config.data.flip), solver.seed)
+        loader = training_loader(stream, self.local_batch, start, solver.max_iter,
+                                 distributed.rank(), distributed.world_size(),
+                                 config.data.workers)
+        checkpoint = last_checkpoint(self.output_dir) if start else None
+        metrics: dict = {}
+        with progress_bar(disable=not (self.progress and self.main)) as bar:
+            task = bar.add_task(f"train {config.model.name}", total=solver.max_iter,
+                                completed=start, status="")
+            started = time.perf_counter()
+            for iteration, (images, targets) in enumerate(loader, start):
+                lr = set_learning_rate(self.optimizer, iteration, solver)
+                batch, prepared = self.model.prepare_training_batch(images, targets)
+                objects = distributed.all_reduce_sum(float(sum(len(t["labels"])
+                                                               for t in prepared)))
+                with torch.autocast(self.device.type, torch.float16, enabled=use_amp):
+                    outputs = model(batch, targets=prepared)
+                losses = self.criterion(outputs, prepared, objects / distributed.world_size())
+                total = losses["loss"]
+                logged = distributed.all_reduce_mean({k: float(v.detach())
+                                                      for k, v in losses.items()})
+                if not math.isfinite(logged["loss"]):
+                    where = f"the last good checkpoint is {checkpoint}" if checkpoint else \
+                        "no checkpoint was written yet"
+                    raise TrainingError(f"the loss became {logged['loss']} at iteration "
+                                        f"{iteration}; training stopped ({where})")
+                self.optimizer.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                if solver.clip_norm > 0:
+                    scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), solver.clip_norm)
+                scaler.step(self.optimizer)
+                scaler.update()
+                done = iteration + 1
+                if done % solver.log_period == 0 or done == solver.max_iter:
+                    self._log({"iteration": done, "lr": lr, "time": time.perf_counter()
+                               - started, **logged})
+                bar.update(task, completed=done, status=f"loss {logged['loss']:.3f}")
+                if solver.checkpoint_period and done % solver.checkpoint_period == 0 \
+                        and done < solver.max_iter:
+                    checkpoint = self._checkpoint(f"model_{done:07d}.pth", done)
+                if solver.eval_period and done % solver.eval_period == 0 \
+                        and done < solver.max_iter:
+                    self._evaluate(done)
+        if start < solver.max_iter or not (self.output_dir / "model_final.pth").is_file():
+            metrics = self._evaluate(solver.max_iter)
+            checkpoint = self._checkpoint("model_final.pth", solver.max_iter,
+                                          {"metrics": metrics})
+            if self.main:
+                atomic_write_text(self.output_dir / "final_metrics.json",
+                                  json.dumps(metrics, indent=2))
+        else:
+            checkpoint = self.output_dir / "model_final.pth"
+            metrics = json.loads((self.output_dir / "final_metrics.json").read_text())
+        return TrainResult(self.output_dir, solver.max_iter, checkpoint, metrics)

@@ -1,0 +1,39 @@
+"""Optimizer parameter groups and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dimaskdino.config import SolverConfig, preset
+from dimaskdino.engine.solver import build_optimizer, lr_factor, set_learning_rate
+from dimaskdino.modeling.model import DIMaskDINO
+
+
+def test_groups_scale_the_backbone_and_spare_norms_and_embeddings():
+    config = preset("tiny")
+    model = DIMaskDINO(config.model)
+    solver = SolverConfig(lr=2e-4, weight_decay=0.05, backbone_multiplier=0.1)
+    optimizer = build_optimizer(model, solver)
+    where = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(where) == len(named)                        # every parameter exactly once
+    assert where[id(named["backbone.stem.conv1.weight"])]["lr"] == pytest.approx(2e-5)
+    assert where[id(named["backbone.stem.conv1.norm.weight"])]["weight_decay"] == 0.0
+    assert where[id(named["predictor.label_enc.weight"])]["weight_decay"] == 0.0
+    assert where[id(named["predictor.heads.decoder_norm.weight"])]["weight_decay"] == 0.0
+    assert where[id(named["predictor.heads.class_embed.weight"])]["weight_decay"] == 0.05
+    assert where[id(named["predictor.heads.class_embed.weight"])]["lr"] == 2e-4
+    assert where[id(named["encoder.transformer.level_embed"])]["weight_decay"] == 0.05
+
+
+def test_warmup_and_steps():
+    solver = SolverConfig(lr=1.0, warmup_iters=10, warmup_factor=0.1, steps=(20, 30),
+                          gamma=0.5)
+    assert lr_factor(0, solver) == pytest.approx(0.1)
+    assert lr_factor(5, solver) == pytest.approx(0.55)
+    assert [lr_factor(i, solver) for i in (10, 19, 20, 29, 30)] == [1, 1, 0.5, 0.5, 0.25]
+    model = torch.nn.Linear(2, 2)
+    optimizer = build_optimizer(model, solver)
+    assert set_learning_rate(optimizer, 25, solver) == 0.5
+    assert optimizer.param_groups[0]["lr"] == 0.5
