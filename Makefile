@@ -31,7 +31,8 @@ lint: install
 	$(VENV)/bin/ruff check dimaskdino tests benchmarks
 
 demo: build-ops
-	$(PY) benchmarks/ms_deform_attn.py --quick
+	$(VENV)/bin/dimask train --preset tiny --model maskdino --out runs/demo-maskdino
+	$(VENV)/bin/dimask train --preset tiny --model dimaskdino --out runs/demo-dimaskdino
 
 bench: build-ops
 	$(PY) benchmarks/ms_deform_attn.py

@@ -1,0 +1,90 @@
+"""``dimask train`` and ``dimask eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dimaskdino.cli.errors import user_errors
+
+out = Console(soft_wrap=True)
+
+
+def metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> Table:
+    """AP, AP50, ... of ``{"bbox": {...}, "segm": {...}}`` as a rich table."""
+    from dimaskdino.engine.evaluator import METRICS
+
+    table = Table(title=title)
+    table.add_column("task")
+    for name in METRICS:
+        table.add_column(name, justify="right")
+    for iou, task in (("bbox", "box"), ("segm", "mask")):
+        table.add_row(task, *(f"{metrics[iou][m]:.1f}" for m in METRICS))
+    return table
+
+
+def train(
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="Config overrides, e.g. solver.max_iter=300 model.predictor.dec_layers=6",
+        show_default=False)] = None,
+    preset: Annotated[str, typer.Option(help="tiny | r50-coco-12ep | r50-coco-50ep | "
+                                             "r50-bdd100k-68ep")] = "tiny",
+    model: Annotated[str, typer.Option(help="dimaskdino | maskdino")] = "dimaskdino",
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Run directory (default: runs/PRESET-MODEL).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from the run directory's last checkpoint.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Train MaskDINO or DI-MaskDINO (launch with torchrun for several processes)."""
+    with user_errors():
+        from dimaskdino.config import apply_overrides
+        from dimaskdino.config import preset as make_preset
+        from dimaskdino.engine import distributed
+        from dimaskdino.engine.trainer import Trainer
+
+        config = apply_overrides(make_preset(preset, model), overrides or [])
+        directory = out_dir or Path("runs") / f"{preset}-{model}"
+        try:
+            result = Trainer(config, directory, resume=resume, progress=not quiet).run()
+        finally:
+            distributed.shutdown()
+        if distributed.is_main_process():
+            out.print(metrics_table(f"{config.model.name} ({preset}), iteration "
+                                    f"{result.iteration}", result.metrics))
+            out.print(f"run directory: {result.output_dir}")
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A dimask checkpoint (.pth), or an "
+                                               "official one with --official-config.")],
+    data: Annotated[str | None, typer.Option(
+        help="Dataset spec (default: the checkpoint's own dataset).")] = None,
+    official_config: Annotated[Path | None, typer.Option(
+        help="The official YAML of an official MaskDINO / DI-MaskDINO checkpoint.")] = None,
+    backend: Annotated[str, typer.Option(help="faster | pycocotools")] = "faster",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+) -> None:
+    """Box and mask AP of a checkpoint's final predictions on a validation split."""
+    with user_errors():
+        from dimaskdino.checkpoint import load_model
+        from dimaskdino.config import ConfigError
+        from dimaskdino.data.coco import CocoInstances
+        from dimaskdino.data.loader import EvaluationImages
+        from dimaskdino.data.specs import resolve_dataset
+        from dimaskdino.engine.evaluator import evaluate_model
+
+        if backend not in ("faster", "pycocotools"):
+            raise ConfigError(f"unknown backend {backend!r}; choose faster or pycocotools")
+        net, config = load_model(checkpoint, official_config)
+        source = resolve_dataset(data or config.data.dataset, "val",
+                                 synthetic_spec=config.data.synthetic)
+        dataset = CocoInstances(source.annotation_file, source.image_dir)
+        metrics = evaluate_model(net, EvaluationImages(dataset, config.data.test_short,
+                                                       config.data.test_max_size),
+                                 config.data.test_batch_size, backend, progress=not quiet)
+        out.print(metrics_table(f"{net.config.name}: {checkpoint}", metrics))

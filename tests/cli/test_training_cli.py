@@ -1,0 +1,73 @@
+"""``dimask train`` / ``dimask eval``: bad input ends with one line, exit 1, no traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from dimaskdino.cli import app
+from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
+
+runner = CliRunner()
+
+
+def one_line_error(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    text = result.output.strip()
+    assert "Traceback" not in text
+    lines = text.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), text
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return write_synthetic_dataset(root, SyntheticSpec(num_train=2, num_val=1, height=64,
+                                                       width=64, max_objects=2))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "--preset", "huge"], "unknown preset 'huge'; choose one of tiny"),
+    (["train", "--model", "maskrcnn"], "unknown model 'maskrcnn'"),
+    (["train", "solver.max_itr=3"], "unknown config key 'solver.max_itr'"),
+    (["train", "solver.max_iter=three"], "solver.max_iter: expected int, got 'three'"),
+    (["train", "model.predictor.dec_layers=[1]"], "dec_layers: expected int"),
+    (["eval", "missing.pth"], "checkpoint not found: missing.pth"),
+])
+def test_bad_arguments(args, message):
+    assert message in one_line_error(args)
+
+
+def test_missing_annotation_file(tmp_path, micro_overrides):
+    line = one_line_error(["train", "--quiet", "--out", str(tmp_path / "run"), *micro_overrides,
+                           f"data.dataset=coco-json:{tmp_path / 'none.json'}:{tmp_path}"])
+    assert "none.json" in line
+
+
+def test_malformed_annotation_file(tmp_path, micro_overrides):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [')
+    line = one_line_error(["train", "--quiet", "--out", str(tmp_path / "run"), *micro_overrides,
+                           f"data.dataset=coco-json:{bad}:{tmp_path}"])
+    assert "bad.json" in line and "JSON" in line
+
+
+def test_unreadable_image(tmp_path, tiny_dataset, micro_overrides):
+    annotations, images = tiny_dataset["train"]
+    copy = shutil.copytree(images, tmp_path / "images")
+    for name in (im["file_name"] for im in json.loads(annotations.read_text())["images"]):
+        (copy / name).write_bytes(b"not a png")
+    line = one_line_error(["train", "--quiet", "--out", str(tmp_path / "run"), *micro_overrides,
+                           f"data.dataset=coco-json:{annotations}:{copy}"])
+    assert "cannot read image" in line
+
+
+def test_eval_of_a_file_that_is_no_checkpoint(tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00garbage")
+    assert "cannot read checkpoint" in one_line_error(["eval", str(junk)])
