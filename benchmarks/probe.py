@@ -1,0 +1,74 @@
+"""Cost of the full layer probe vs a final-layer evaluation, side by side in one run.
+
+Both run on the synthetic val split of the ``tiny`` preset (or of a checkpoint's own
+config): the evaluation post-processes and scores the last layer only (what ``dimask
+eval`` does); the probe predicts masks at every layer, post-processes every layer and
+scores every layer for box and mask (what ``dimask layer-probe`` does). Without
+``--checkpoint`` the model is the tiny preset with seeded random weights (the cost does not
+depend on the weights' values: every layer keeps its top-k detections either way).
+
+    python benchmarks/probe.py                       # median of 3 runs each, interleaved
+    python benchmarks/probe.py --checkpoint runs/tiny-dimaskdino/model_final.pth
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from dimaskdino.analysis.probe import probe_layers
+from dimaskdino.checkpoint import load_model
+from dimaskdino.config import preset
+from dimaskdino.data.coco import CocoInstances
+from dimaskdino.data.loader import EvaluationImages
+from dimaskdino.data.specs import resolve_dataset
+from dimaskdino.engine.evaluator import evaluate_model
+from dimaskdino.modeling.model import DIMaskDINO
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", help="a dimask checkpoint (default: random tiny)")
+    parser.add_argument("--model", default="dimaskdino", choices=["dimaskdino", "maskdino"])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        model, config = load_model(args.checkpoint)
+    else:
+        config = preset("tiny", args.model)
+        torch.manual_seed(0)
+        model = DIMaskDINO(config.model).eval()
+    source = resolve_dataset(config.data.dataset, "val", synthetic_spec=config.data.synthetic)
+    dataset = EvaluationImages(CocoInstances(source.annotation_file, source.image_dir),
+                               config.data.test_short, config.data.test_max_size)
+    batch = config.data.test_batch_size
+    runs = {
+        "final-layer evaluation": lambda: evaluate_model(model, dataset, batch,
+                                                         progress=False),
+        "full layer probe": lambda: probe_layers(model, dataset, None, batch, progress=False),
+    }
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for run in runs.values():  # warm-up
+        run()
+    for _ in range(args.repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    layers = config.model.predictor.dec_layers + 1
+    print(f"{config.model.name}, {len(dataset)} images, {layers} layers probed, "
+          f"{args.threads} threads, median of {args.repeats}")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in medians.items():
+        print(f"  {name:<24} {value:7.2f} s")
+    ratio = medians["full layer probe"] / medians["final-layer evaluation"]
+    print(f"  probe / evaluation       {ratio:7.2f}x")
+
+
+if __name__ == "__main__":
+    main()

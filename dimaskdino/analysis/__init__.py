@@ -1,0 +1,1 @@
+"""Analyses of trained models: the layer-by-layer probe of the detection-segmentation imbalance."""
