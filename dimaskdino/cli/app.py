@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from dimaskdino import __version__
+from dimaskdino.cli.data import data_app
+from dimaskdino.cli.errors import fail
+from dimaskdino.cli.probe import layer_probe
+from dimaskdino.cli.training import evaluate, train
 
 app = typer.Typer(
     name="dimask",
@@ -16,13 +19,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True, soft_wrap=True)
-
-
-def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` on stderr and return the exit to raise (code 1)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
-    return typer.Exit(code=1)
+app.command("train")(train)
+app.command("eval")(evaluate)
+app.command("layer-probe")(layer_probe)
+app.add_typer(data_app, name="data")
 
 
 def _show_version(value: bool) -> None:
