@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +36,9 @@ def train(
     preset: Annotated[str, typer.Option(help="tiny | r50-coco-12ep | r50-coco-50ep | "
                                              "r50-bdd100k-68ep")] = "tiny",
     model: Annotated[str, typer.Option(help="dimaskdino | maskdino")] = "dimaskdino",
+    data: Annotated[str | None, typer.Option(
+        help="Dataset spec: synthetic, coco:ROOT, bdd100k:ROOT, coco-json:ANN.json:IMAGE_DIR "
+             "(default: the preset's; same as data.dataset=...).")] = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Run directory (default: runs/PRESET-MODEL).")] = None,
     resume: Annotated[bool, typer.Option(
@@ -47,7 +52,10 @@ def train(
         from dimaskdino.engine import distributed
         from dimaskdino.engine.trainer import Trainer
 
-        config = apply_overrides(make_preset(preset, model), overrides or [])
+        config = make_preset(preset, model)
+        if data is not None:
+            config = replace(config, data=replace(config.data, dataset=data))
+        config = apply_overrides(config, overrides or [])
         directory = out_dir or Path("runs") / f"{preset}-{model}"
         try:
             result = Trainer(config, directory, resume=resume, progress=not quiet).run()
@@ -66,6 +74,9 @@ def evaluate(
         help="Dataset spec (default: the checkpoint's own dataset).")] = None,
     official_config: Annotated[Path | None, typer.Option(
         help="The official YAML of an official MaskDINO / DI-MaskDINO checkpoint.")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Also write DIR/eval.json: {\"bbox\": {\"AP\": ..}, \"segm\": {..}}.")
+    ] = None,
     backend: Annotated[str, typer.Option(help="faster | pycocotools")] = "faster",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
@@ -77,6 +88,7 @@ def evaluate(
         from dimaskdino.data.loader import EvaluationImages
         from dimaskdino.data.specs import resolve_dataset
         from dimaskdino.engine.evaluator import evaluate_model
+        from dimaskdino.fileio import atomic_write_text
 
         if backend not in ("faster", "pycocotools"):
             raise ConfigError(f"unknown backend {backend!r}; choose faster or pycocotools")
@@ -88,3 +100,6 @@ def evaluate(
                                                        config.data.test_max_size),
                                  config.data.test_batch_size, backend, progress=not quiet)
         out.print(metrics_table(f"{net.config.name}: {checkpoint}", metrics))
+        if out_dir is not None:
+            atomic_write_text(out_dir / "eval.json", json.dumps(metrics, indent=2))
+            out.print(f"wrote {out_dir / 'eval.json'}")

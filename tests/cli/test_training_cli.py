@@ -1,4 +1,5 @@
-"""``dimask train`` / ``dimask eval``: bad input ends with one line, exit 1, no traceback."""
+"""``dimask train`` / ``dimask eval``: a run writes what it promises; bad input ends with one
+line, exit 1, no traceback."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from dimaskdino.checkpoint import load_model
 from dimaskdino.cli import app
+from dimaskdino.data.coco import CocoInstances
+from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
+from dimaskdino.engine.evaluator import METRICS, evaluate_model
 
 runner = CliRunner()
 
@@ -29,6 +34,31 @@ def tiny_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     return write_synthetic_dataset(root, SyntheticSpec(num_train=2, num_val=1, height=64,
                                                        width=64, max_objects=2))
+
+
+def test_train_then_eval(tmp_path, tiny_dataset, micro_overrides):
+    annotations, images = tiny_dataset["train"]
+    spec = f"coco-json:{annotations}:{images}"
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--quiet", "--model", "maskdino", "--data", spec,
+                                 "--out", str(run), *micro_overrides])
+    assert result.exit_code == 0, result.output
+    assert "mask" in result.output and str(run) in result.output
+    assert (run / "last_checkpoint").read_text().strip() == "model_final.pth"
+    assert {"model_0000004.pth", "model_final.pth", "metrics.jsonl", "config.yaml",
+            "final_metrics.json"} <= {p.name for p in run.iterdir()}
+    assert f"dataset: {spec}" in (run / "config.yaml").read_text()
+
+    result = runner.invoke(app, ["eval", str(run / "model_final.pth"), "--out",
+                                 str(tmp_path / "eval"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert set(written) == {"bbox", "segm"} and set(written["segm"]) == set(METRICS)
+    model, config = load_model(run / "model_final.pth")
+    direct = evaluate_model(model, EvaluationImages(CocoInstances(annotations, images),
+                                                    config.data.test_short), 2, progress=False)
+    for iou in ("bbox", "segm"):
+        assert written[iou] == pytest.approx(direct[iou])
 
 
 @pytest.mark.parametrize(("args", "message"), [
