@@ -50,9 +50,10 @@ class BalanceAwareTokens(nn.Module):
     """Guiding-token selection, the query-guided feature update and the mask refresh."""
 
     def __init__(self, dim: int, dim_feedforward: int, num_guiding_tokens: int,
-                 dropout: float = 0.0, heads: int = 8) -> None:
+                 dropout: float = 0.0, heads: int = 8, generate_guides: bool = True) -> None:
         super().__init__()
         self.num_guiding_tokens = num_guiding_tokens
+        self.generate_guides = generate_guides
         self.feature_update = QueryGuidedFeatureUpdate(dim, dim_feedforward, dropout, heads)
         self.mask_output_conv = conv_gn(dim, dim, 3)
         nn.init.kaiming_uniform_(self.mask_output_conv.weight, a=1)
@@ -73,12 +74,21 @@ class BalanceAwareTokens(nn.Module):
         Returns:
             ``indices (B, G)`` of the guiding queries, ``memory (B, S, C)`` the guided
             tokens, ``mask_features (B, C, H, W)`` refreshed.
+
+        With guiding-token generation (the paper's GTG, the official model) the guides are
+        the mask network's embedding of the chosen queries (value) plus their box network's
+        position embedding (in the key); without it (Tab. 6's ablation) the chosen queries
+        themselves are key and value.
         """
         scores = heads.class_embed(queries).max(-1).values
-        indices = scores.topk(self.num_guiding_tokens, dim=1).indices
+        indices = scores.topk(min(self.num_guiding_tokens, queries.shape[1]), dim=1).indices
         gather = indices[..., None].expand(-1, -1, queries.shape[-1])
-        guides = heads.mask_embed(queries).gather(1, gather)
-        guide_pos = query_pos.gather(1, gather)
+        if self.generate_guides:
+            guides = heads.mask_embed(queries).gather(1, gather)
+            guide_pos = query_pos.gather(1, gather)
+        else:
+            guides = queries.gather(1, gather)
+            guide_pos = torch.zeros_like(guides)
         memory = self.feature_update(memory, memory_pos, guides, guide_pos)
         height, width = spatial_shapes[-1].tolist()
         finest = memory[:, int(level_start_index[-1]):].transpose(1, 2).reshape(

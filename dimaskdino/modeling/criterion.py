@@ -92,6 +92,8 @@ class SetCriterion(nn.Module):
         stages.update({f"layer{i}": layer for i, layer in enumerate(outputs["layers"][:-1])})
         if "di" in outputs:
             stages.update({f"di{i}": aux for i, aux in enumerate(outputs["di"]["aux"])})
+        for n, extra in enumerate(outputs.get("di_extra", []), start=3):  # selection n
+            stages.update({f"di_s{n}_{i}": aux for i, aux in enumerate(extra["aux"])})
         losses: dict[str, torch.Tensor] = {}
         for name, stage in stages.items():
             use_masks = stage.get("pred_masks") is not None

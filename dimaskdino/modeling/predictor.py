@@ -5,10 +5,29 @@ MaskDINO is the predictor with DI and BATO off (one selection of ``num_queries``
 DI-MaskDINO turns on DI (first selection of ``first_selected_queries`` tokens, token
 interaction, second selection of ``num_queries``) and BATO (``num_guiding_tokens`` guiding
 tokens before decoder layer 1). Each switch works alone, as the paper's Tab. 4 needs.
+
+The ablation switches of the paper's diagnostic tables, as this toolkit reads them (the
+paper leaves the details open; in the official code's terms):
+
+* selection stages (Tab. 7, 8): ``first_selected_queries`` = k1, then one token
+  interaction + selection per entry of ``extra_selected_queries``, down to ``num_queries``;
+  triple selection (600, 450, 300) is k1 = 600, extra = (450,), num_queries = 300.
+* BATO guidance (Tab. 5): T_s1 = the first-selected tokens, T_s2 = the tokens DI's last
+  selection keeps (the decoder's input queries), Q_bal = those queries after decoder layer
+  0, whose cross-attention to the encoder tokens is the paper's residual Eq. 4 (the
+  official model); the guiding tokens are the best-scored of the source, with the position
+  embedding of their boxes. gui. = T_i is the model with DI off (Tab. 5's row equals
+  Tab. 4's #3).
+* guiding-token generation (Tab. 6): see :class:`BalanceAwareTokens`.
+* position-token constraint (Tab. 3): the decoder's initial reference boxes (the position
+  part of Q_bal) are fixed random boxes instead of the selected tokens' boxes, in training
+  and evaluation.
+* loss-weight constraint (Tab. 3): a criterion setting, ``LossWeights.detection_scale``.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +40,10 @@ from dimaskdino.modeling.denoising import make_denoising_queries
 from dimaskdino.modeling.di import DeImbalance
 from dimaskdino.modeling.heads import PredictionHeads
 from dimaskdino.modeling.levels import flatten_levels, level_positions
+from dimaskdino.modeling.position import sine_box_embedding
 from dimaskdino.modeling.selection import QuerySelection
+
+GUIDANCE = ("qbal", "ts2", "ts1")
 
 
 @dataclass
@@ -38,8 +60,21 @@ class PredictorConfig:
     dropout: float = 0.0
     initialize_box_type: str = "mask2box"
     first_selected_queries: int | None = None  # DI's k1; None: DI off
+    # further token-interaction + selection stages between k1 and num_queries (the
+    # selection-count study's triple selection (600, 450, 300) is (450,))
+    extra_selected_queries: tuple[int, ...] = ()
     ti_layers: int = 2
     num_guiding_tokens: int | None = None      # BATO's guiding tokens; None: BATO off
+    # what BATO's guiding tokens come from (Tab. 5): "qbal" the decoder's queries after
+    # layer 0 (the official model), "ts2" the second-selected tokens, "ts1" the first-
+    # selected tokens, "ti" the best encoder tokens
+    bato_guidance: str = "qbal"
+    # guiding-token generation (Tab. 6): guides = mask network + box (position) network of
+    # the guiding queries; off: the guiding queries themselves
+    guiding_token_generation: bool = True
+    # position-token constraint (Tab. 3): the decoder's initial reference boxes are fixed
+    # random boxes instead of the selected tokens' boxes
+    random_position_tokens: bool = False
     denoising: bool = True                     # DN "seg": noised ground truths in training
     dn_num: int = 100
     dn_noise_scale: float = 0.4
@@ -47,6 +82,20 @@ class PredictorConfig:
     # whatever MODEL.MaskDINO.NHEADS says, and 4 sampling points
     heads: int = 8
     points: int = 4
+
+    def __post_init__(self) -> None:
+        self.extra_selected_queries = tuple(self.extra_selected_queries)
+        if self.bato_guidance not in GUIDANCE:
+            raise ValueError(f"bato_guidance {self.bato_guidance!r}: choose one of "
+                             f"{', '.join(GUIDANCE)} (the paper's gui.=Ti is DI off: "
+                             "first_selected_queries=null)")
+        di = self.first_selected_queries is not None
+        if not di and (self.extra_selected_queries or self.bato_guidance != "qbal"):
+            raise ValueError("extra_selected_queries and bato_guidance ts1 / ts2 need DI "
+                             "(first_selected_queries)")
+        ks = (self.first_selected_queries, *self.extra_selected_queries, self.num_queries)
+        if di and any(a < b for a, b in itertools.pairwise(ks)):
+            raise ValueError(f"selection counts {ks} must not grow from stage to stage")
 
     @classmethod
     def from_official(cls, model: dict) -> PredictorConfig:
@@ -97,7 +146,8 @@ class MaskDINOPredictor(nn.Module):
     * ``interm``: predictions of the selected tokens (``pred_logits (B, k, K)``,
       ``pred_boxes (B, k, 4)`` normalized cxcywh, ``pred_masks (B, k, H/4, W/4)``);
     * ``initial_boxes_unsigmoid (B, k, 4)``: their boxes from ``mask2box``;
-    * ``di`` (DI on): :class:`DeImbalance`'s outputs;
+    * ``di`` (DI on): :class:`DeImbalance`'s outputs; ``di_extra``: those of the further
+      selection stages (``extra_selected_queries``), in order;
     * ``refpoints_unsigmoid (B, Q, 4)`` and ``tgt (B, Q, C)``: the decoder's input queries;
     * ``bato`` (BATO on and >= 2 decoder layers): :class:`BalanceAwareTokens`' outputs;
     * ``layers``: ``dec_layers + 1`` dicts of ``pred_logits``, ``pred_boxes``, ``pred_masks``,
@@ -120,10 +170,24 @@ class MaskDINOPredictor(nn.Module):
         if config.first_selected_queries is not None:
             self.di = DeImbalance(dim, config.dim_feedforward, config.ti_layers,
                                   config.dropout, config.heads)
+        if config.extra_selected_queries:
+            self.extra_di = nn.ModuleList(
+                DeImbalance(dim, config.dim_feedforward, config.ti_layers, config.dropout,
+                            config.heads) for _ in config.extra_selected_queries)
         if config.num_guiding_tokens is not None:
             self.bato = BalanceAwareTokens(dim, config.dim_feedforward,
                                            config.num_guiding_tokens, config.dropout,
-                                           config.heads)
+                                           config.heads, config.guiding_token_generation)
+        if config.random_position_tokens:
+            # the position-token constraint: fixed random boxes (centres uniform in the
+            # image, sides uniform in [0.05, 0.5]) replace the selected tokens' boxes;
+            # drawn from a fixed seed, not saved, identical for every image and run
+            rng = torch.Generator().manual_seed(0)
+            boxes = torch.cat((torch.rand(config.num_queries, 2, generator=rng),
+                               0.05 + 0.45 * torch.rand(config.num_queries, 2, generator=rng)),
+                              dim=1)
+            self.register_buffer("random_refpoints_unsigmoid", inverse_sigmoid(boxes),
+                                 persistent=False)
 
     def predict_layer(self, hidden: torch.Tensor, mask_features: torch.Tensor | None,
                       boxes: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -131,6 +195,22 @@ class MaskDINOPredictor(nn.Module):
         passed through as ``pred_boxes``."""
         logits, masks = self.heads(hidden, mask_features)
         return {"pred_logits": logits, "pred_boxes": boxes, "pred_masks": masks}
+
+    def _select_further(self, tokens: torch.Tensor, boxes_unsigmoid: torch.Tensor,
+                        out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """DI's token interaction + selection, once per further stage: ``tokens (B, k1, C)``
+        and their boxes -> the kept ``(B, Q, C)`` and boxes ``(B, Q, 4)`` (inverse-sigmoid);
+        stores ``out["di"]`` (and ``out["di_extra"]``)."""
+        keeps = (*self.config.extra_selected_queries, self.config.num_queries)
+        stages, results = [self.di, *getattr(self, "extra_di", [])], []
+        for stage, keep in zip(stages, keeps, strict=True):
+            results.append(stage(tokens, boxes_unsigmoid, keep, self.heads))
+            tokens = results[-1]["content"]
+            boxes_unsigmoid = inverse_sigmoid(results[-1]["selected_boxes"])
+        out["di"] = results[0]
+        if len(results) > 1:
+            out["di_extra"] = results[1:]
+        return tokens, boxes_unsigmoid
 
     def forward(self, multi_scale_features: list[torch.Tensor],
                 mask_features: torch.Tensor, all_layer_masks: bool = True,
@@ -156,9 +236,10 @@ class MaskDINOPredictor(nn.Module):
                "interm": interm, "initial_boxes_unsigmoid": boxes_unsigmoid}
         refpoints_unsigmoid = boxes_unsigmoid
         if config.first_selected_queries is not None:
-            out["di"] = self.di(tgt, boxes_unsigmoid, config.num_queries, self.heads)
-            tgt = out["di"]["content"]
-            refpoints_unsigmoid = inverse_sigmoid(out["di"]["selected_boxes"])
+            tgt, refpoints_unsigmoid = self._select_further(tgt, boxes_unsigmoid, out)
+        if config.random_position_tokens:
+            refpoints_unsigmoid = self.random_refpoints_unsigmoid.to(tgt).expand(
+                tgt.shape[0], -1, -1)
         dn = None
         if self.training and targets is not None and config.denoising:
             dn = make_denoising_queries(targets, self.label_enc, config.num_queries,
@@ -176,8 +257,16 @@ class MaskDINOPredictor(nn.Module):
             if index != 1:
                 return None
             memory_pos = torch.cat(level_positions(maps), dim=1)
-            # guiding tokens come from the matching queries only
-            out["bato"] = self.bato(decoded[:, pad:], query_pos[:, pad:], memory, memory_pos,
+            # guiding tokens come from the matching queries only (Q_bal, after layer 0), or
+            # for Tab. 5's ablation from the first- or second-selected tokens
+            candidates, candidate_pos = decoded[:, pad:], query_pos[:, pad:]
+            if config.bato_guidance != "qbal":
+                source = (selection["content"], boxes_unsigmoid) \
+                    if config.bato_guidance == "ts1" else (tgt, refpoints_unsigmoid)
+                candidates = source[0]
+                candidate_pos = self.decoder.ref_point_head(
+                    sine_box_embedding(source[1].sigmoid(), candidates.shape[-1]))
+            out["bato"] = self.bato(candidates, candidate_pos, memory, memory_pos,
                                     spatial_shapes, level_start_index, mask_features,
                                     self.heads)
             return out["bato"]["memory"]
