@@ -1,0 +1,114 @@
+"""The three scales a study runs at: the preset and the overrides every cell starts from.
+
+* ``tiny``: the ``tiny`` preset on the built-in synthetic data, on a CPU in minutes: a
+  third of the preset's schedule (600 iterations, learning rate dropped at 500), so that a
+  three-cell study finishes in about a quarter of an hour on two cores. Its
+  model is 10x smaller in queries (``num_queries`` 30, k1 60, 10 guiding tokens), so the
+  cells' numbers of selected tokens (``first_selected_queries``, ``extra_selected_queries``,
+  ``num_queries``) are scaled by 30 / 300: (600, 450, 300) becomes (60, 45, 30). Decoder
+  depths (3, 6, 9) are kept.
+* ``small``: a user's dataset (``--data``, any spec) with the paper's R50 model and data
+  pipeline on a short schedule: batch 8, 5000 iterations, learning rate 1e-4 dropped x0.1
+  at iteration 4000, a checkpoint every 1000 iterations, evaluation at the end only. The
+  paper's BDD100K preset is the base for ``bdd100k:`` specs, the COCO one otherwise;
+  ``model.predictor.num_classes`` follows the dataset.
+* ``paper``: the paper's schedules, ``r50-coco-12ep`` for ``--data coco:ROOT`` and
+  ``r50-bdd100k-68ep`` for ``--data bdd100k:ROOT``, limited to the datasets the paper ran
+  the study on (the imbalance-tolerance test: BDD100K only).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import yaml
+
+from dimaskdino.config import ConfigError, preset
+from dimaskdino.data.specs import resolve_dataset
+from dimaskdino.studies.registry import Study
+
+SCALES = ("tiny", "small", "paper")
+PAPER_PRESETS = {"coco": "r50-coco-12ep", "bdd100k": "r50-bdd100k-68ep"}
+TINY_SCHEDULE = ("solver.max_iter=600", "solver.steps=[500]", "solver.checkpoint_period=100")
+SMALL_SCHEDULE = ("solver.batch_size=8", "solver.max_iter=5000", "solver.steps=[4000]",
+                  "solver.checkpoint_period=1000", "solver.eval_period=0")
+SELECTION_KEYS = ("model.predictor.first_selected_queries",
+                  "model.predictor.extra_selected_queries", "model.predictor.num_queries")
+
+
+@dataclass(frozen=True)
+class ScaleBase:
+    """What every cell of a study starts from at one scale: the preset's name and the
+    overrides applied to it first."""
+
+    preset: str
+    overrides: tuple[str, ...]
+
+
+def tiny_factor() -> float:
+    """The tiny model's queries over the paper model's (30 / 300)."""
+    tiny = preset("tiny").model.predictor.num_queries
+    return tiny / preset("r50-coco-12ep").model.predictor.num_queries
+
+
+def scale_selection(overrides: tuple[str, ...], factor: float) -> tuple[str, ...]:
+    """``overrides`` with the numbers of selected tokens (:data:`SELECTION_KEYS`) times
+    ``factor`` (rounded, at least 1); other overrides unchanged."""
+    def scaled(k: int) -> int:
+        return max(1, round(k * factor))
+
+    out = []
+    for item in overrides:
+        key, _, text = item.partition("=")
+        value = yaml.safe_load(text)
+        if key in SELECTION_KEYS and value is not None:
+            value = [scaled(k) for k in value] if isinstance(value, list) else scaled(value)
+            out.append(f"{key}={json.dumps(value)}")
+        else:
+            out.append(item)
+    return tuple(out)
+
+
+def _kind(data: str) -> str:
+    return data.partition(":")[0]
+
+
+def _num_classes(data: str) -> int:
+    """The categories of ``data``'s training split (COCO and BDD100K: the presets' 80 / 8,
+    without reading their large files); checks that both splits exist."""
+    resolve_dataset(data, "val")
+    source = resolve_dataset(data, "train")
+    if _kind(data) in PAPER_PRESETS:
+        return preset(PAPER_PRESETS[_kind(data)]).model.predictor.num_classes
+    with open(source.annotation_file) as handle:
+        return len(json.load(handle).get("categories", []))
+
+
+def scale_base(scale: str, study: Study, data: str | None) -> ScaleBase:
+    """The preset and first overrides of ``study`` at ``scale`` on dataset spec ``data``;
+    ConfigError (or DatasetError for a spec that does not resolve) on bad input."""
+    if scale not in SCALES:
+        raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    if scale == "tiny":
+        if data not in (None, "synthetic"):
+            raise ConfigError("the tiny scale trains on the synthetic data; drop --data or "
+                              "use --scale small / paper")
+        return ScaleBase("tiny", TINY_SCHEDULE)
+    if data is None:
+        raise ConfigError(f"the {scale} scale needs --data (e.g. coco:datasets/coco or "
+                          "bdd100k:datasets/bdd100k)")
+    dataset = f"data.dataset={json.dumps(data)}"
+    if scale == "small":
+        name = PAPER_PRESETS["bdd100k" if _kind(data) == "bdd100k" else "coco"]
+        classes = f"model.predictor.num_classes={_num_classes(data)}"
+        return ScaleBase(name, (dataset, classes, *SMALL_SCHEDULE))
+    if _kind(data) not in PAPER_PRESETS or not data.partition(":")[2]:
+        raise ConfigError("the paper scale runs on coco:ROOT or bdd100k:ROOT, not "
+                          f"{data!r} (use --scale small for other datasets)")
+    if _kind(data) not in study.datasets:
+        raise ConfigError(f"the paper ran {study.name} ({study.table}) on "
+                          f"{' and '.join(study.datasets)} only; give --data "
+                          f"{study.datasets[0]}:ROOT or use --scale small")
+    resolve_dataset(data, "val")
+    return ScaleBase(PAPER_PRESETS[_kind(data)], (dataset,))

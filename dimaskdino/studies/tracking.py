@@ -1,0 +1,171 @@
+"""MLflow tracking of studies: one experiment per study, one parent run per invocation, one
+child run per (cell, seed).
+
+Child runs carry the tags ``role=cell``, ``study``, ``cell``, ``seed``, ``scale``,
+``model`` and ``config_hash``; the flattened config as params; training curves (every
+numeric entry of the trainer's records, ``step=iteration``); per-layer probe metrics
+(``ap_box``, ``ap50_mask``, ... and ``ap_gap`` = AP mask - AP box, ``step=layer``); the
+final metrics (``final_ap_box``, ...); and the artifacts ``probe.csv``, ``probe.json``,
+``config.yaml``, ``final_metrics.json``. Parent runs carry ``role=parent``, ``study``,
+``scale``. By default the store is ``sqlite:///OUT/mlflow.db`` with artifacts in
+``OUT/mlartifacts/STUDY``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from dimaskdino.engine.evaluator import METRICS
+
+# creating a store logs its schema migrations at INFO, which is noise on a terminal
+for _name in ("mlflow.store.db.utils", "alembic"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+CELL_TAGS = ("study", "cell", "seed", "scale", "model")
+PARAMS_PER_BATCH = 100
+TASK_SUFFIX = {"bbox": "box", "segm": "mask"}
+
+
+def default_tracking_uri(out: Path) -> str:
+    """``sqlite:////abs/OUT/mlflow.db`` (OUT is created)."""
+    out.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(out / 'mlflow.db').resolve()}"
+
+
+def metric_name(metric: str, task: str) -> str:
+    """``("AP50", "box")`` -> ``ap50_box``."""
+    return f"{metric.lower()}_{task}"
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, str]:
+    """Nested dicts -> ``{"model.predictor.num_queries": "300", ...}``."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+def experiment_id(client: MlflowClient, study: str, out: Path) -> str:
+    """The experiment named after ``study``, created if missing (artifacts under
+    ``OUT/mlartifacts/STUDY`` for a local store)."""
+    found = client.get_experiment_by_name(study)
+    if found is not None:
+        return found.experiment_id
+    uri = client.tracking_uri
+    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    location = (out / "mlartifacts" / study).resolve().as_uri() if local else None
+    return client.create_experiment(study, artifact_location=location)
+
+
+def cell_runs(client: MlflowClient, experiment: str, scale: str) -> dict[tuple[str, int], object]:
+    """The child runs of ``experiment`` at ``scale`` by (cell, seed): the finished one if
+    any, else the newest."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment], f"tags.role = 'cell' and tags.scale = '{scale}'",
+                                  max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    chosen: dict[tuple[str, int], object] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        key = (run.data.tags["cell"], int(run.data.tags["seed"]))
+        if chosen.get(key) is None or chosen[key].info.status != "FINISHED":
+            chosen[key] = run
+    return chosen
+
+
+def start_parent(client: MlflowClient, experiment: str, study: str, scale: str,
+                 params: dict[str, str]) -> str:
+    """A new parent run for this invocation; returns its id."""
+    run = client.create_run(experiment, run_name=f"{study} {scale}",
+                            tags={"role": "parent", "study": study, "scale": scale})
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
+    return run.info.run_id
+
+
+def create_cell_run(client: MlflowClient, experiment: str, parent: str, job,
+                    fingerprint: str) -> str:
+    """A child run of ``parent`` for ``job`` (a :class:`~dimaskdino.studies.plan.CellJob`),
+    status SCHEDULED; returns its id."""
+    tags = {"role": "cell", "mlflow.parentRunId": parent, "config_hash": fingerprint,
+            **{name: str(getattr(job, name)) for name in CELL_TAGS}}
+    run = client.create_run(experiment, run_name=f"{job.cell} seed {job.seed}", tags=tags)
+    client.update_run(run.info.run_id, status="SCHEDULED")
+    return run.info.run_id
+
+
+def layer_ap(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    """A finished cell's per-layer AP: columns layer, ap_box, ap_mask."""
+    series = {name: {m.step: m.value for m in client.get_metric_history(run_id, name)}
+              for name in ("ap_box", "ap_mask")}
+    frame = pd.DataFrame(series).rename_axis("layer").sort_index()
+    return frame.reset_index()
+
+
+class CellRecorder:
+    """Writes one cell's run: params, curves (no step logged twice, so a resumed training
+    does not duplicate what the interrupted one logged), probe, artifacts, status."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        self.client, self.run_id = MlflowClient(tracking_uri), run_id
+        self.last_step: dict[str, int] = {}
+
+    def started(self, config: dict) -> None:
+        """Status RUNNING; the flattened config as params (the same values on a resume)."""
+        self.client.update_run(self.run_id, status="RUNNING")
+        params = [Param(k, v) for k, v in flatten(config).items()]
+        for i in range(0, len(params), PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=params[i:i + PARAMS_PER_BATCH])
+
+    def _seen(self, key: str) -> int:
+        if key not in self.last_step:
+            history = self.client.get_metric_history(self.run_id, key)
+            self.last_step[key] = max((m.step for m in history), default=-1)
+        return self.last_step[key]
+
+    def log(self, values: dict[str, float], step: int) -> None:
+        """Log ``values`` at ``step``, skipping keys already logged at or after it."""
+        now = int(time.time() * 1000)
+        fresh = [Metric(k, float(v), now, step) for k, v in values.items()
+                 if step > self._seen(k)]
+        if fresh:
+            self.client.log_batch(self.run_id, metrics=fresh)
+            self.last_step.update({m.key: step for m in fresh})
+
+    def training_record(self, record: dict) -> None:
+        """A trainer callback: every numeric entry of ``record`` at its iteration."""
+        values = {k: v for k, v in record.items()
+                  if k != "iteration" and isinstance(v, (int, float))}
+        self.log(values, int(record["iteration"]))
+
+    def probe(self, table: pd.DataFrame) -> None:
+        """Per-layer metrics from the probe's table (rows: layer, task, AP, AP50, ...)."""
+        for layer, rows in table.groupby("layer"):
+            values = {metric_name(m, row["task"]): row[m] for _, row in rows.iterrows()
+                      for m in METRICS}
+            values["ap_gap"] = values["ap_mask"] - values["ap_box"]
+            self.log(values, int(layer))
+
+    def final(self, metrics: dict[str, dict[str, float]], artifacts: list[Path]) -> None:
+        """Final metrics (``{"bbox": {"AP": ..}, "segm": ..}``), artifacts, FINISHED."""
+        self.log({f"final_{metric_name(m, TASK_SUFFIX[iou])}": v
+                  for iou, values in metrics.items() for m, v in values.items()}, 0)
+        for path in artifacts:
+            self.client.log_artifact(self.run_id, str(path))
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+    def ended(self, status: str) -> None:
+        """Mark the run ``FAILED`` or ``KILLED``."""
+        self.client.set_terminated(self.run_id, status)

@@ -1,0 +1,136 @@
+"""Micro studies end to end: tracking in MLflow, skipping finished cells, resuming an
+interrupted one, and the Slurm path through submitit's local executor."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from dimaskdino.cli import app
+from dimaskdino.studies.driver import inspect_study, run_study
+from dimaskdino.studies.plan import plan_study
+from dimaskdino.studies.registry import Study, get_study
+from dimaskdino.studies.tracking import CellRecorder, default_tracking_uri
+from tests.conftest import MICRO
+
+runner = CliRunner()
+FAST = [*MICRO, "solver.max_iter=4", "solver.checkpoint_period=2"]  # the micro run, halved
+ONE_CELL = Study("one-cell", "-", "one micro cell", (get_study("gtg").cells[1],))
+
+
+def _cli_args(out) -> list[str]:
+    sets = [arg for item in FAST for arg in ("--set", item)]
+    return ["run-ablation", "gtg", "--out", str(out), "--quiet", *sets]
+
+
+@pytest.fixture(scope="module")
+def gtg_run(tmp_path_factory):
+    """The two-cell ``gtg`` study, run once through the CLI on the micro config."""
+    root = tmp_path_factory.mktemp("gtg")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIMASK_CACHE", str(root / "cache"))
+        result = runner.invoke(app, _cli_args(root / "out"))
+    assert result.exit_code == 0, result.output
+    out = root / "out"
+    return out, result, MlflowClient(default_tracking_uri(out))
+
+
+def _runs(client, role):
+    experiment = client.get_experiment_by_name("gtg")
+    return client.search_runs([experiment.experiment_id], f"tags.role = '{role}'")
+
+
+def test_study_is_tracked_in_mlflow(gtg_run):
+    out, result, client = gtg_run
+    assert "[1/2] gtg/without-gtg seed 0" in result.stdout
+    assert "[2/2] gtg/with-gtg seed 0" in result.stdout and "summary" in result.stdout
+    (parent,) = _runs(client, "parent")
+    children = _runs(client, "cell")
+    assert sorted(r.data.tags["cell"] for r in children) == ["with-gtg", "without-gtg"]
+    for run in children:
+        tags, params = run.data.tags, run.data.params
+        assert run.info.status == "FINISHED"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert (tags["study"], tags["seed"], tags["scale"], tags["model"]) == (
+            "gtg", "0", "tiny", "dimaskdino")
+        assert params["model.predictor.num_queries"] == "10"
+        assert params["model.predictor.guiding_token_generation"] == str(
+            tags["cell"] == "with-gtg")
+        cell_dir = out / "gtg" / "tiny" / tags["cell"] / "seed0"
+        probe = pd.read_csv(cell_dir / "probe.csv")
+        for task in ("box", "mask"):
+            history = client.get_metric_history(run.info.run_id, f"ap_{task}")
+            expected = probe[probe["task"] == task].sort_values("layer")
+            assert [m.step for m in history] == [0, 1, 2]
+            assert [m.value for m in history] == pytest.approx(expected["AP"].tolist())
+        loss = client.get_metric_history(run.info.run_id, "loss")
+        assert sorted(m.step for m in loss) == list(range(1, 5))
+        final = json.loads((cell_dir / "final_metrics.json").read_text())
+        assert run.data.metrics["final_ap_mask"] == pytest.approx(final["segm"]["AP"])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"probe.csv", "probe.json", "config.yaml", "final_metrics.json"} <= artifacts
+        assert run.info.artifact_uri.startswith((out / "mlartifacts" / "gtg").as_uri())
+
+
+def test_rerun_skips_finished_cells(gtg_run, monkeypatch):
+    out, _, client = gtg_run
+    final = out / "gtg" / "tiny" / "with-gtg" / "seed0" / "model_final.pth"
+    stamp = final.stat().st_mtime_ns
+    monkeypatch.setenv("DIMASK_CACHE", str(out.parent / "cache"))
+    result = runner.invoke(app, _cli_args(out))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("finished earlier, skipped") == 2
+    assert len(_runs(client, "cell")) == 2 and len(_runs(client, "parent")) == 2
+    assert final.stat().st_mtime_ns == stamp
+    dry = runner.invoke(app, [*_cli_args(out), "--dry-run"])
+    assert dry.exit_code == 0 and "1/1" in dry.stdout
+
+
+def test_interrupted_cell_resumes_in_its_run(tmp_path, micro_overrides, monkeypatch):
+    out, lines = tmp_path / "out", []
+    uri = default_tracking_uri(out)
+    jobs = plan_study(ONE_CELL, "tiny", 1, None, [*micro_overrides, *FAST], out)
+    record = CellRecorder.training_record
+
+    def crash_at_3(self, entry):
+        record(self, entry)
+        if entry["iteration"] == 3:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(CellRecorder, "training_record", crash_at_3)
+    (first,) = run_study(inspect_study(jobs, uri), uri, out, "local", {}, lines.append)
+    assert first.status == "failed" and first.error == "simulated crash"
+    client = MlflowClient(uri)
+    assert client.get_run(first.run_id).info.status == "FAILED"
+    monkeypatch.setattr(CellRecorder, "training_record", record)
+    (state,) = inspect_study(jobs, uri)
+    assert (state.state, state.run_id) == ("resume", first.run_id)
+    (second,) = run_study([state], uri, out, "local", {}, lines.append)
+    assert (second.status, second.run_id) == ("done", first.run_id)
+    experiment = client.get_experiment_by_name("one-cell").experiment_id
+    (child,) = client.search_runs([experiment], "tags.role = 'cell'")
+    assert child.info.status == "FINISHED"
+    cell_dir = out / "one-cell" / "tiny" / "with-gtg" / "seed0"
+    logged = [json.loads(line)["iteration"] for line in
+              (cell_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged.count(1) == 1 and logged.count(3) == 2  # resumed from iteration 2
+    loss = client.get_metric_history(child.info.run_id, "loss")
+    assert sorted(m.step for m in loss) == list(range(1, 5))
+
+
+def test_submitit_local_executor_runs_a_cell(tmp_path, micro_overrides):
+    out, lines = tmp_path / "out", []
+    uri = default_tracking_uri(out)
+    jobs = plan_study(ONE_CELL, "tiny", 1, None, [*micro_overrides, *FAST], out)
+    (outcome,) = run_study(inspect_study(jobs, uri), uri, out, "submitit-local", {},
+                           lines.append)
+    assert outcome.status == "done", lines
+    assert any("job" in line for line in lines)
+    client = MlflowClient(uri)
+    assert client.get_run(outcome.run_id).info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(outcome.run_id, "ap_box")] == [0, 1, 2]
+    assert (out / "submitit" / "one-cell").is_dir()
