@@ -1,0 +1,117 @@
+"""``write_report``: the studies' runs from MLflow as one HTML page, with its figures (PNG,
+SVG) and tables (CSV, LaTeX) in the folder ``<page stem>_files`` beside it.
+
+Everything is read and drawn before anything is written, so a report that cannot be made
+(no store, no finished runs) leaves no file behind.
+"""
+
+from __future__ import annotations
+
+import platform
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import pandas as pd
+from markupsafe import Markup
+from pandas.io.formats.style import Styler
+
+from dimaskdino import __version__
+from dimaskdino.fileio import atomic_write_text
+from dimaskdino.reports import figures
+from dimaskdino.reports.definitions import DATASET_NAMES, overview, reference, switches
+from dimaskdino.reports.html import render
+from dimaskdino.reports.runs import Section, load_sections
+from dimaskdino.reports.tables import display_table, latex, numeric_table, styled
+from dimaskdino.studies.registry import STUDIES
+
+PACKAGES = ("torch", "mlflow", "pandas", "matplotlib", "seaborn")
+
+
+def versions() -> list[tuple[str, str]]:
+    """(name, version) of python, dimaskdino and :data:`PACKAGES`."""
+    found = [("python", platform.python_version()), ("dimaskdino", __version__)]
+    for name in PACKAGES:
+        try:
+            found.append((name, version(name)))
+        except PackageNotFoundError:
+            found.append((name, "not installed"))
+    return found
+
+
+def _configuration(section: Section) -> tuple[list[tuple[str, str]], pd.DataFrame]:
+    """The params every run shares (sorted (key, value)) and, per run, those that differ."""
+    params = section.params.fillna("")
+    varying = [c for c in params.columns if params[c].nunique() > 1]
+    shared = sorted((c, str(params[c].iloc[0])) for c in params.columns if c not in varying)
+    runs = section.runs.set_index("run_id")[["cell", "seed"]]
+    return shared, runs.join(params[sorted(varying)]).reset_index(drop=True)
+
+
+def _tables(section: Section) -> tuple[pd.DataFrame, Styler, str]:
+    """The numeric table of ``section`` (CSV), its styled display (HTML) and the display
+    as LaTeX."""
+    ref = reference(section.study, section.dataset)
+    numeric = numeric_table(section)
+    shown = display_table(numeric, ref.label)
+    caption = (f"{section.study.table} ({section.study.name}): measured AP (mean ± std over "
+               f"seeds {', '.join(map(str, section.seeds))}) vs the {ref.label}")
+    return numeric, styled(numeric, shown, caption), latex(shown, caption)
+
+
+def _section_context(section: Section, styler: Styler, charts: list) -> dict:
+    """The template's variables for one section."""
+    ref = reference(section.study, section.dataset)
+    shared, varying = _configuration(section)
+    counts = section.runs.groupby("cell")["seed"].apply(lambda s: ", ".join(map(str, s)))
+    return {
+        "key": section.key, "name": section.study.name, "table": section.study.table,
+        "description": section.study.description, "scale": section.scale,
+        "dataset": section.dataset, "seeds": ", ".join(map(str, section.seeds)),
+        "runs": len(section.runs), "matched": ref.matched,
+        "paper_dataset": DATASET_NAMES[ref.key],
+        "table_html": Markup(styler.set_uuid(section.key).to_html()),
+        "cells": [{"name": c.name, "model": c.model, "overrides": c.overrides,
+                   "seeds": counts.get(c.name, "not run")} for c in section.study.cells],
+        "charts": charts, "shared": shared,
+        "varying_html": Markup(varying.to_html(index=False, border=0)),
+    }
+
+
+def write_report(tracking_uri: str, studies: list[str] | None, out: Path) -> Path:
+    """Write the report of ``studies`` (every study with finished runs when None) from the
+    MLflow store at ``tracking_uri`` to ``out`` (HTML, written atomically) and its files
+    to ``<out stem>_files/``; returns ``out``. Raises ConfigError (unknown study) or
+    :class:`~dimaskdino.reports.runs.ReportError` (nothing to report) before writing."""
+    sections = load_sections(tracking_uri, studies)
+    assets = out.parent / f"{out.stem}_files"
+    files: dict[str, str | bytes] = {}
+    charts, contexts = [], []
+    chosen = next((s for s in sections if figures.figure_one_cells(s)), None)
+    figure_one = (figures.figure_one(chosen, figures.figure_one_cells(chosen))
+                  if chosen else None)
+    for section in sections:
+        numeric, styler, tex = _tables(section)
+        files[f"{section.key}-table.csv"] = numeric.to_csv()
+        files[f"{section.key}-table.tex"] = tex
+        mine = [draw(section) for draw in (figures.layer_curves, figures.layer_gap,
+                                           figures.loss_curves)]
+        charts += mine
+        contexts.append(_section_context(section, styler, mine))
+    for chart in [*([figure_one] if figure_one else []), *charts]:
+        files[f"{chart.stem}.png"], files[f"{chart.stem}.svg"] = chart.png, chart.svg
+    page = render({
+        "title": "DI-MaskDINO diagnostic studies", "tracking_uri": tracking_uri,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "assets": assets.name, "versions": versions(), "figure_one": figure_one,
+        "sections": contexts, "overview": overview(), "switches": switches(),
+        "studies": [(s.name, s.table, s.description) for s in STUDIES.values()],
+    })
+    assets.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            (assets / name).write_bytes(content)
+        else:
+            atomic_write_text(assets / name, content)
+    atomic_write_text(out, page)
+    return out

@@ -1,0 +1,159 @@
+"""The report's figures, drawn with seaborn on matplotlib's Agg canvas in one style: the
+Figure 1-style first / last layer bars, per-layer AP curves, the per-layer gap
+(AP mask - AP box) and the training loss; each is kept as PNG bytes and SVG text.
+
+Figures are built on :class:`matplotlib.figure.Figure` objects (no pyplot state), inside
+:func:`style` (seaborn's whitegrid theme and colour-blind palette as an rc context).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import matplotlib as mpl
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from dimaskdino.reports.runs import Section
+
+MODEL_NAMES = {"maskdino": "MaskDINO", "dimaskdino": "DI-MaskDINO"}
+TASKS = {"ap_box": "detection (AP box)", "ap_mask": "segmentation (AP mask)"}
+DPI = 110
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A rendered figure: file-name ``stem``, ``title``, ``caption``, ``png`` bytes and
+    ``svg`` text."""
+
+    stem: str
+    title: str
+    caption: str
+    png: bytes
+    svg: str
+
+
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """The report's look: seaborn whitegrid + notebook context, colour-blind palette."""
+    palette = sns.color_palette("colorblind")
+    rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
+          "axes.prop_cycle": mpl.cycler(color=palette), "svg.hashsalt": "dimask",
+          "figure.dpi": DPI}
+    with mpl.rc_context(rc):
+        yield
+
+
+def _render(figure: Figure, stem: str, title: str, caption: str) -> Chart:
+    FigureCanvasAgg(figure)
+    figure.suptitle(title, fontweight="bold")
+    png, svg = io.BytesIO(), io.StringIO()
+    figure.savefig(png, format="png", dpi=DPI)
+    figure.savefig(svg, format="svg", metadata={"Date": None})
+    return Chart(stem, title, caption, png.getvalue(), svg.getvalue())
+
+
+def _tidy_layers(layers: pd.DataFrame) -> pd.DataFrame:
+    """Long form: the columns other than ap_box / ap_mask, task (:data:`TASKS` label), AP."""
+    keep = [c for c in layers.columns if c not in TASKS]
+    long = layers.melt(keep, list(TASKS), "task", "AP")
+    return long.assign(task=long["task"].map(TASKS))
+
+
+def figure_one_cells(section: Section) -> tuple[str, str] | None:
+    """The (MaskDINO, DI-MaskDINO) cells of ``section`` for Figure 1: its first MaskDINO
+    cell and its DI-MaskDINO cell without overrides (else its first one), both with runs;
+    None if it lacks either."""
+    ran = set(section.runs["cell"])
+    cells = [c for c in section.study.cells if c.name in ran]
+    mask = [c.name for c in cells if c.model == "maskdino"]
+    di = sorted((c for c in cells if c.model == "dimaskdino"), key=lambda c: len(c.overrides))
+    return (mask[0], di[0].name) if mask and di else None
+
+
+def figure_one(section: Section, cells: tuple[str, str]) -> Chart:
+    """Figure 1 (c, d): AP box and AP mask at the first and at the last decoder layer of
+    the MaskDINO and the DI-MaskDINO ``cells`` of ``section`` (mean over seeds, bars ±
+    std)."""
+    layers = section.layers[section.layers["cell"].isin(cells)]
+    last = layers.groupby("cell")["layer"].transform("max")
+    ends = layers[(layers["layer"] == 0) | (layers["layer"] == last)]
+    ends = ends.assign(position=["first layer" if layer == 0 else "last layer"
+                                 for layer in ends["layer"]])
+    tidy = _tidy_layers(ends)
+    model = dict(zip(section.runs["cell"], section.runs["model"]))
+    with style():
+        figure = Figure(layout="constrained", figsize=(8, 3.6))
+        axes = figure.subplots(1, 2, sharey=True)
+        for ax, cell in zip(axes, cells):
+            mine = tidy[tidy["cell"] == cell]
+            sns.barplot(mine, x="position", y="AP", hue="task", errorbar="sd", ax=ax,
+                        order=["first layer", "last layer"], hue_order=list(TASKS.values()))
+            for bars in ax.containers:
+                ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
+            ax.set(title=f"{MODEL_NAMES.get(model[cell], model[cell])} ({cell})", xlabel="")
+            ax.set_ylim(bottom=0)
+            ax.legend_.remove()
+        handles, labels = axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False)
+        return _render(figure, "figure-1", "Figure 1: first vs last decoder layer",
+                       f"{section.study.name} at scale {section.scale} on {section.dataset}: "
+                       "AP box and AP mask at the first (0) and the last decoder layer, mean "
+                       "over seeds (error bars: std).")
+
+
+def layer_curves(section: Section) -> Chart:
+    """AP box and AP mask per decoder layer, one panel per cell (mean ± std band)."""
+    tidy = _tidy_layers(section.layers)
+    cells = list(dict.fromkeys(section.runs["cell"]))
+    columns = min(4, len(cells))
+    rows = -(-len(cells) // columns)
+    with style():
+        figure = Figure(layout="constrained", figsize=(3.2 * columns + 0.6, 2.8 * rows + 0.8))
+        axes = figure.subplots(rows, columns, sharey=True, squeeze=False).ravel()
+        for ax, cell in zip(axes, cells):
+            sns.lineplot(tidy[tidy["cell"] == cell], x="layer", y="AP", hue="task",
+                         hue_order=list(TASKS.values()), errorbar="sd", marker="o", ax=ax)
+            ax.set(title=cell, xticks=sorted(set(section.layers["layer"])))
+            ax.set_ylim(bottom=0)
+            ax.legend_.remove()
+        for ax in axes[len(cells):]:
+            ax.set_visible(False)
+        handles, labels = axes[0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False)
+        return _render(figure, f"{section.key}-layer-ap", "AP per decoder layer",
+                       "AP box and AP mask of every decoder layer (layer probe), mean over "
+                       "seeds with a ± std band.")
+
+
+def layer_gap(section: Section) -> Chart:
+    """AP mask - AP box per decoder layer, one line per cell (mean ± std band)."""
+    gap = section.layers.assign(gap=section.layers["ap_mask"] - section.layers["ap_box"])
+    with style():
+        figure = Figure(layout="constrained", figsize=(6, 3.6))
+        ax = figure.subplots()
+        sns.lineplot(gap, x="layer", y="gap", hue="cell", errorbar="sd", marker="o", ax=ax)
+        ax.axhline(0, color="0.3", linewidth=0.8)
+        ax.set(ylabel="AP mask - AP box", xticks=sorted(set(gap["layer"])))
+        return _render(figure, f"{section.key}-layer-gap", "Detection-segmentation gap per "
+                       "layer", "AP mask - AP box at every decoder layer (positive: "
+                       "detection lags behind segmentation), mean over seeds ± std.")
+
+
+def loss_curves(section: Section) -> Chart:
+    """The total training loss per iteration, one line per cell (mean ± std band)."""
+    with style():
+        figure = Figure(layout="constrained", figsize=(6, 3.6))
+        ax = figure.subplots()
+        sns.lineplot(section.losses, x="iteration", y="loss", hue="cell", errorbar="sd",
+                     ax=ax)
+        if (section.losses["loss"] > 0).all():
+            ax.set_yscale("log")
+        return _render(figure, f"{section.key}-loss", "Training loss",
+                       "Total training loss (weighted sum of all terms) per iteration, mean "
+                       "over seeds ± std.")

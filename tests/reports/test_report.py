@@ -1,0 +1,90 @@
+"""The report of a real micro store: tables (measured = MLflow metrics, paper values from
+the registry), figures, exported files, definitions and configuration."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from dimaskdino.reports.definitions import switches
+from dimaskdino.studies.registry import STUDIES, get_study
+from tests.reports.conftest import CELLS, SEEDS
+
+pytestmark = pytest.mark.slow
+KEY = "modules-tiny-synthetic"
+ROWS = {"baseline": ("#1", "-", "-"), "di+bato": ("#4", "✓", "✓")}
+
+
+def _measured(store) -> pd.DataFrame:
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("modules").experiment_id
+    runs = client.search_runs([experiment], "tags.role = 'cell'")
+    frame = pd.DataFrame([{"cell": r.data.tags["cell"], "box": r.data.metrics["final_ap_box"],
+                           "mask": r.data.metrics["final_ap_mask"]} for r in runs])
+    assert len(frame) == len(CELLS) * SEEDS
+    return frame.groupby("cell").agg(["mean", "std"])
+
+
+def test_table_holds_measured_and_paper_values(report, store):
+    html_path, files = report
+    table = pd.read_csv(files / f"{KEY}-table.csv", header=[0, 1], index_col=[0, 1, 2])
+    measured = _measured(store)
+    assert len(table) == len(get_study("modules").cells)
+    for name, index in ROWS.items():
+        row, cell = table.loc[index], get_study("modules").cell(name)
+        for metric, short, paper in zip(("AP box", "AP mask"), ("box", "mask"),
+                                        cell.paper_ap["coco"]):
+            assert row[(metric, "mean")] == pytest.approx(measured.loc[cell.name, (short, "mean")])
+            assert row[(metric, "std")] == pytest.approx(measured.loc[cell.name, (short, "std")])
+            assert row[(metric, "seeds")] == SEEDS
+            assert row[(metric, "paper")] == paper
+            assert row[(metric, "diff")] == pytest.approx(row[(metric, "mean")] - paper)
+    not_run = table.loc[("#2", "✓", "-")]
+    assert not_run[("AP box", "seeds")] == 0 and not_run[("AP box", "paper")] == 46.4
+    page = html_path.read_text()
+    assert "Tab. 4: modules" in page and "paper (COCO, reference only)" in page
+    assert "not expected to match them" in page and "not run" in page
+    mean = measured.loc["baseline", ("box", "mean")]
+    std = measured.loc["baseline", ("box", "std")]
+    assert f"{mean:.1f} ± {std:.1f}" in page
+
+
+def test_figures_are_embedded_and_saved(report):
+    html_path, files = report
+    page = html_path.read_text()
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
+    stems = ["figure-1", f"{KEY}-layer-ap", f"{KEY}-layer-gap", f"{KEY}-loss"]
+    assert len(images) == len(stems)
+    for data in images:
+        assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
+    for stem in stems:
+        assert (files / f"{stem}.png").read_bytes().startswith(b"\x89PNG")
+        assert "<svg" in (files / f"{stem}.svg").read_text()
+    assert "MaskDINO (baseline)" in (files / "figure-1.svg").read_text()
+
+
+def test_tables_are_exported_as_csv_and_latex(report):
+    _, files = report
+    tex = (files / f"{KEY}-table.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\#1" in tex and r"$\checkmark$" in tex
+    assert r"\toprule" in tex and "paper (COCO, reference only)" in tex
+
+
+def test_definitions_and_configuration(report):
+    page = report[0].read_text()
+    for name in ("python", "torch", "mlflow", "dimaskdino"):
+        assert f"<th>{name}</th>" in page
+    for study in STUDIES.values():
+        assert study.description.replace("'", "&#39;") in page
+    terms = switches()
+    assert len(terms) >= 8 and any(term == "GTG" for term, _, _ in terms)
+    for term, tables, _ in terms:
+        assert f"<b>{term}</b> ({tables})" in page
+    assert "<code>loss.detection_scale=0.1</code>" in page
+    assert "<code>solver.max_iter</code></td>\n<td class=\"left\"><code>4</code>" in page
+    assert "Run configuration" in page and "model.predictor.first_selected_queries" in page
+    assert re.search(r"seeds 0, 1 \(4 finished runs\)", page)

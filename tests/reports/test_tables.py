@@ -1,0 +1,60 @@
+"""Tables without a store: Tab. 3's tolerance percentages and the paper column chosen."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from dimaskdino.reports.definitions import reference
+from dimaskdino.reports.runs import Section
+from dimaskdino.reports.tables import display_table, numeric_table
+from dimaskdino.studies.registry import get_study
+
+TOLERANCE = get_study("imbalance-tolerance")
+PAPER_CHANGES = {  # Tab. 3: (MaskDINO box, mask, DI-MaskDINO box, mask)
+    "loss weight constraint": (-10.2, -3.0, -2.9, 1.2),
+    "position token constraint": (-21.8, -7.6, -14.7, -4.8),
+}
+
+
+def _section(dataset: str) -> Section:
+    rows = [{"run_id": f"{c.name}{s}", "cell": c.name, "seed": s, "model": c.model,
+             "scale": "paper", "dataset": dataset, "final_ap_box": 20.0 + i + s,
+             "final_ap_mask": 10.0 + i - s} for i, c in enumerate(TOLERANCE.cells)
+            for s in (0, 1)]
+    empty = pd.DataFrame()
+    return Section(TOLERANCE, "paper", dataset, pd.DataFrame(rows), empty, empty, empty)
+
+
+def test_tolerance_percentages_as_in_table_3():
+    table = numeric_table(_section("bdd100k:datasets/bdd100k"))
+    assert list(table.columns.get_level_values(0).unique()) == [
+        "MaskDINO", "DI-MaskDINO (DI only)"]
+    for condition, expected in PAPER_CHANGES.items():
+        row = table.loc[condition]
+        got = [row[(g, m, "paper change %")] for g in ("MaskDINO", "DI-MaskDINO (DI only)")
+               for m in ("AP box", "AP mask")]
+        assert [round(v, 1) for v in got] == list(expected)
+    # measured: box 20.5 + i, mask 9.5 + i for cell i; MaskDINO cells 0-2, DI cells 3-5
+    row = table.loc["loss weight constraint"]
+    assert row[("MaskDINO", "AP box", "mean")] == 21.5
+    assert row[("MaskDINO", "AP box", "change %")] == pytest.approx(100 * (21.5 / 20.5 - 1))
+    assert row[("DI-MaskDINO (DI only)", "AP mask", "change %")] == pytest.approx(
+        100 * (13.5 / 12.5 - 1))
+    assert row[("MaskDINO", "AP box", "diff")] == pytest.approx(21.5 - 24.7)
+    shown = display_table(table, "paper (BDD100K)")
+    assert shown.loc["loss weight constraint", ("MaskDINO", "AP box", "paper (BDD100K)")] == (
+        "24.7 (-10.2%)")
+    assert shown.loc["standard", ("MaskDINO", "AP box", "paper (BDD100K)")] == "27.5"
+    assert shown.loc["standard", ("MaskDINO", "AP box", "measured")] == "20.5 ± 0.7"
+
+
+@pytest.mark.parametrize("dataset, key, matched", [
+    ("bdd100k:datasets/bdd100k", "bdd100k", True), ("coco:/data/coco", "coco", True),
+    ("synthetic", "coco", False), ("coco-json:a.json:images", "coco", False),
+])
+def test_paper_column_follows_the_dataset(dataset, key, matched):
+    ref = reference(get_study("modules"), dataset)
+    assert (ref.key, ref.matched) == (key, matched)
+    assert ("reference only" in ref.label) is not matched
+    assert reference(TOLERANCE, "synthetic").key == "bdd100k"
