@@ -31,8 +31,7 @@ lint: install
 	$(VENV)/bin/ruff check dimaskdino tests benchmarks
 
 demo: build-ops
-	$(VENV)/bin/dimask train --preset tiny --model maskdino --out runs/demo-maskdino
-	$(VENV)/bin/dimask train --preset tiny --model dimaskdino --out runs/demo-dimaskdino
+	$(VENV)/bin/dimask demo
 
 bench: build-ops
 	$(PY) benchmarks/ms_deform_attn.py

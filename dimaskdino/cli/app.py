@@ -8,8 +8,11 @@ import typer
 
 from dimaskdino import __version__
 from dimaskdino.cli.data import data_app
+from dimaskdino.cli.demo import demo
 from dimaskdino.cli.errors import fail
 from dimaskdino.cli.probe import layer_probe
+from dimaskdino.cli.report import report
+from dimaskdino.cli.studies import run_ablation
 from dimaskdino.cli.training import evaluate, train
 
 app = typer.Typer(
@@ -22,6 +25,9 @@ app = typer.Typer(
 app.command("train")(train)
 app.command("eval")(evaluate)
 app.command("layer-probe")(layer_probe)
+app.command("run-ablation")(run_ablation)
+app.command("report")(report)
+app.command("demo")(demo)
 app.add_typer(data_app, name="data")
 
 
