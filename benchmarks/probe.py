@@ -4,11 +4,15 @@ Both run on the synthetic val split of the ``tiny`` preset (or of a checkpoint's
 config): the evaluation post-processes and scores the last layer only (what ``dimask
 eval`` does); the probe predicts masks at every layer, post-processes every layer and
 scores every layer for box and mask (what ``dimask layer-probe`` does). Without
-``--checkpoint`` the model is the tiny preset with seeded random weights (the cost does not
-depend on the weights' values: every layer keeps its top-k detections either way).
+``--checkpoint`` the model is the ``--preset``'s (default tiny) with seeded random weights
+(the cost does not depend on the weights' values: every layer keeps its top-k detections
+either way).
 
     python benchmarks/probe.py                       # median of 3 runs each, interleaved
     python benchmarks/probe.py --checkpoint runs/tiny-dimaskdino/model_final.pth
+    python benchmarks/probe.py --preset r50-coco-12ep --set data.dataset=synthetic \
+        model.predictor.num_classes=6 \
+        data.test_short=256 data.test_max_size=320     # the paper's model, random weights
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 
 from dimaskdino.analysis.probe import probe_layers
 from dimaskdino.checkpoint import load_model
-from dimaskdino.config import preset
+from dimaskdino.config import apply_overrides, preset
 from dimaskdino.data.coco import CocoInstances
 from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.data.specs import resolve_dataset
@@ -31,7 +35,11 @@ from dimaskdino.modeling.model import DIMaskDINO
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", help="a dimask checkpoint (default: random tiny)")
+    parser.add_argument("--checkpoint", help="a dimask checkpoint (default: random weights)")
+    parser.add_argument("--preset", default="tiny",
+                        help="the random model's preset (e.g. r50-coco-12ep: the paper's)")
+    parser.add_argument("--set", nargs="*", default=[], dest="overrides",
+                        help="config overrides, e.g. model.predictor.num_classes=6")
     parser.add_argument("--model", default="dimaskdino", choices=["dimaskdino", "maskdino"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -40,7 +48,7 @@ def main() -> None:
     if args.checkpoint:
         model, config = load_model(args.checkpoint)
     else:
-        config = preset("tiny", args.model)
+        config = apply_overrides(preset(args.preset, args.model), args.overrides)
         torch.manual_seed(0)
         model = DIMaskDINO(config.model).eval()
     source = resolve_dataset(config.data.dataset, "val", synthetic_spec=config.data.synthetic)

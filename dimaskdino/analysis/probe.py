@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+import torch
 
 from dimaskdino.data.coco import DatasetError
 from dimaskdino.data.loader import EvaluationImages
@@ -31,7 +32,7 @@ from dimaskdino.engine.evaluator import (
 )
 from dimaskdino.engine.inference import predictions
 from dimaskdino.modeling.model import DIMaskDINO
-from dimaskdino.modeling.postprocess import box_inference, instance_inference
+from dimaskdino.modeling.postprocess import box_inference, stacked_instance_inference
 
 COLUMNS = ["model", "layer", "task", *METRICS]
 TASKS = {"bbox": "box", "segm": "mask"}
@@ -86,13 +87,15 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
                                      workers=workers, progress=progress, description="probe"):
         for i, target in enumerate(targets):
             sizes = (pred.padded_size, pred.image_sizes[i], pred.output_sizes[i])
+            inner = [layer for layer in layers if layer != last]
+            found = dict(zip(inner, stacked_instance_inference(
+                *(torch.stack([pred.layers[layer][key][i] for layer in inner])
+                  for key in ("pred_logits", "pred_masks", "pred_boxes")), *sizes, topk)
+                if inner else []))
+            # the last layer is the model's own output: the same as ``dimask eval``
+            found[last] = pred.instances[i]
             for layer in layers:
-                if layer == last:  # the model's own output: the same as ``dimask eval``
-                    instances = pred.instances[i]
-                else:
-                    out = pred.layers[layer]
-                    instances = instance_inference(out["pred_logits"][i], out["pred_masks"][i],
-                                                   out["pred_boxes"][i], *sizes, topk)
+                instances = found[layer]
                 image_results = instances_to_results(instances, target["image_id"],
                                                      category_ids)
                 results[layer]["segm"].extend(image_results)

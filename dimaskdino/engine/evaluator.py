@@ -7,7 +7,6 @@ reference the tests hold it to.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 from collections.abc import Sequence
 from typing import Literal
@@ -57,6 +56,12 @@ def instances_to_results(instances: dict[str, torch.Tensor], image_id: int,
     return results
 
 
+def _copies(entries: list[dict]) -> list[dict]:
+    """Copies of COCO entries, RLE segmentation dicts included (polygons are only read)."""
+    return [{**e, "segmentation": dict(e["segmentation"])}
+            if isinstance(e.get("segmentation"), dict) else dict(e) for e in entries]
+
+
 def coco_evaluate(ground_truth: dict, results: list[dict], iou_type: Literal["bbox", "segm"],
                   backend: Backend = "faster") -> dict[str, float]:
     """AP, AP50, AP75, APs, APm, APl (x 100) of ``results`` on a COCO-format dataset dict.
@@ -65,8 +70,11 @@ def coco_evaluate(ground_truth: dict, results: list[dict], iou_type: Literal["bb
     """
     if not results:
         return dict.fromkeys(METRICS, 0.0)
-    ground_truth = copy.deepcopy(ground_truth)
-    results = copy.deepcopy(results)
+    # the evaluators set keys on the entries they read (areas, converted masks): they get
+    # copies of the entries, which is enough since they replace values instead of editing them
+    ground_truth = {**ground_truth, "images": _copies(ground_truth["images"]),
+                    "annotations": _copies(ground_truth["annotations"])}
+    results = _copies(results)
     if iou_type == "bbox":  # a box evaluation must not read segmentations
         for r in results:
             r.pop("segmentation", None)

@@ -68,21 +68,35 @@ def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: t
         ``pred_masks (n, H_out, W_out)`` bool, ``query_index (n,)``, ``class_scores (n,)``;
         ordered by descending class probability.
     """
-    queries, classes = logits.shape
-    class_scores, flat = logits.sigmoid().flatten().topk(min(topk, queries * classes))
-    query_index, labels = flat // classes, flat % classes
+    return stacked_instance_inference(logits[None], mask_logits[None], boxes[None],
+                                      padded_size, image_size, output_size, topk)[0]
+
+
+def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
+                               boxes: torch.Tensor, padded_size: tuple[int, int],
+                               image_size: tuple[int, int], output_size: tuple[int, int],
+                               topk: int = 100) -> list[dict]:
+    """:func:`instance_inference` of S predictions of one image at once (e.g. its decoder
+    layers): ``logits (S, Q, K)``, ``mask_logits (S, Q, h, w)``, ``boxes (S, Q, 4)`` -> S
+    dicts. The kept masks of all S are resized in one call."""
+    stages, queries, classes = logits.shape
+    class_scores, flat = logits.sigmoid().flatten(1).topk(min(topk, queries * classes), dim=1)
+    query_index, labels = flat // classes, flat % classes          # (S, n)
+    stage = torch.arange(stages, device=logits.device)[:, None]
     # only the kept queries' masks are resized (once each)
-    masks = resize_masks(mask_logits[query_index], padded_size, image_size, output_size)
+    kept = mask_logits[stage, query_index]                           # (S, n, h, w)
+    masks = resize_masks(kept.flatten(0, 1), padded_size, image_size, output_size)
+    masks = masks.unflatten(0, kept.shape[:2])
     binary = masks > 0
-    area = binary.flatten(1).sum(1, dtype=masks.dtype)
-    inside = masks.sigmoid().masked_fill_(~binary, 0.0)
-    mask_scores = inside.flatten(1).sum(1) / (area + 1e-6)
-    return {
-        "scores": class_scores * mask_scores,
-        "pred_classes": labels,
-        "pred_boxes": boxes_to_output(boxes[query_index], padded_size, image_size,
-                                      output_size),
-        "pred_masks": binary,
-        "query_index": query_index,
-        "class_scores": class_scores,
-    }
+    area = binary.flatten(2).count_nonzero(2).to(masks.dtype)  # exact, unlike float sums
+    mask_scores = (masks.sigmoid() * binary).flatten(2).sum(2) / (area + 1e-6)
+    pred_boxes = boxes_to_output(boxes[stage, query_index], padded_size, image_size,
+                                 output_size)
+    return [{
+        "scores": class_scores[s] * mask_scores[s],
+        "pred_classes": labels[s],
+        "pred_boxes": pred_boxes[s],
+        "pred_masks": binary[s],
+        "query_index": query_index[s],
+        "class_scores": class_scores[s],
+    } for s in range(stages)]

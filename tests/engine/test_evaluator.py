@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -77,6 +79,20 @@ def test_faster_coco_eval_agrees_with_pycocotools(iou_type):
         assert abs(fast[name] - reference[name]) < 0.1, (name, fast, reference)
     assert 0 < reference["AP"] < 100
     assert all(0 <= reference[name] <= 100 for name in METRICS)  # all size ranges populated
+
+
+@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+def test_evaluation_leaves_its_inputs_as_they_were(backend):
+    """The evaluators write into the entries they read; coco_evaluate hands them copies, so
+    the same ground truth and results can be scored again (the probe scores every layer)."""
+    gt, predictions = make_dataset()
+    gt["annotations"][0]["segmentation"] = [[10.0, 10.0, 30.0, 10.0, 30.0, 25.0]]  # a polygon
+    results = [r for p in predictions for r in
+               instances_to_results(p["instances"], p["image_id"], [3, 7])]
+    gt_before, results_before = copy.deepcopy(gt), copy.deepcopy(results)
+    first = {iou: coco_evaluate(gt, results, iou, backend) for iou in ("segm", "bbox")}
+    assert gt == gt_before and results == results_before
+    assert first == {iou: coco_evaluate(gt, results, iou, backend) for iou in ("segm", "bbox")}
 
 
 def test_results_carry_dataset_ids_and_xywh_boxes():
