@@ -20,10 +20,12 @@ FIGURE_1_CELLS = ("baseline", "di+bato")
 
 def figure_1_table(rows: list[tuple[str, dict, dict]]) -> Table:
     """``rows``: (model, first-layer {"ap_box", "ap_mask"}, last-layer {...})."""
-    table = Table(title="Figure 1 (tiny scale): AP at the first and the last decoder layer")
-    for column in ("model", "layer 0 AP box", "layer 0 AP mask", "layer 0 gap",
-                   "last AP box", "last AP mask", "last gap"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    table = Table(title="Figure 1 (tiny scale): AP at the first (L0) and the last decoder layer; "
+                        "gap = AP mask - AP box")
+    table.add_column("model", no_wrap=True)
+    for column in ("L0 AP box", "L0 AP mask", "L0 gap", "last AP box", "last AP mask",
+                   "last gap"):
+        table.add_column(column, justify="right")
     for model, first, last in rows:
         cells = []
         for layer in (first, last):
