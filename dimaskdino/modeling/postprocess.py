@@ -88,8 +88,9 @@ def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
     masks = resize_masks(kept.flatten(0, 1), padded_size, image_size, output_size)
     masks = masks.unflatten(0, kept.shape[:2])
     binary = masks > 0
-    area = binary.flatten(2).count_nonzero(2).to(masks.dtype)  # exact, unlike float sums
-    mask_scores = (masks.sigmoid() * binary).flatten(2).sum(2) / (area + 1e-6)
+    inside = binary.to(masks.dtype)  # float 0 / 1: several times faster than bool arithmetic
+    area = inside.flatten(2).sum(2)  # exact: sums of ones
+    mask_scores = masks.sigmoid().mul_(inside).flatten(2).sum(2) / (area + 1e-6)
     pred_boxes = boxes_to_output(boxes[stage, query_index], padded_size, image_size,
                                  output_size)
     return [{
