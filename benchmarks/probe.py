@@ -26,9 +26,7 @@ import torch
 from dimaskdino.analysis.probe import probe_layers
 from dimaskdino.checkpoint import load_model
 from dimaskdino.config import apply_overrides, preset
-from dimaskdino.data.coco import CocoInstances
-from dimaskdino.data.loader import EvaluationImages
-from dimaskdino.data.specs import resolve_dataset
+from dimaskdino.data.loader import validation_images
 from dimaskdino.engine.evaluator import evaluate_model
 from dimaskdino.modeling.model import DIMaskDINO
 
@@ -51,9 +49,7 @@ def main() -> None:
         config = apply_overrides(preset(args.preset, args.model), args.overrides)
         torch.manual_seed(0)
         model = DIMaskDINO(config.model).eval()
-    source = resolve_dataset(config.data.dataset, "val", synthetic_spec=config.data.synthetic)
-    dataset = EvaluationImages(CocoInstances(source.annotation_file, source.image_dir),
-                               config.data.test_short, config.data.test_max_size)
+    dataset, _ = validation_images(config.data)
     batch = config.data.test_batch_size
     runs = {
         "final-layer evaluation": lambda: evaluate_model(model, dataset, batch,

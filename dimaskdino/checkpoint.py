@@ -285,18 +285,17 @@ def load_model(checkpoint: str | Path, official_config: str | Path | None = None
     Returns the model in eval mode and the experiment config (for an official checkpoint:
     the default data settings, evaluation at shorter side 800 / longer side <= 1333).
     """
-    from dimaskdino.engine.checkpointer import read_checkpoint
+    from dimaskdino.engine.checkpointer import checked_checkpoint
 
     if official_config is not None:
         model = load_official(official_config, checkpoint)
         return model, ExperimentConfig(model=model.config)
     path = Path(checkpoint)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".pth" and _looks_official(path):
+    state = read_torch_file(path)
+    if path.suffix == ".pth" and _is_official(state):
         raise CheckpointError(f"{path} is an official checkpoint; pass its YAML with "
                               "--official-config")
-    state = read_checkpoint(path)
+    state = checked_checkpoint(state, path)
     try:
         config = config_from_dict(ExperimentConfig, state["config"])
     except ConfigError as exc:
@@ -311,13 +310,9 @@ def load_model(checkpoint: str | Path, official_config: str | Path | None = None
     return model.eval(), config
 
 
-def _looks_official(path: Path) -> bool:
+def _is_official(state) -> bool:
     """An official checkpoint: a detectron2 dict (``model`` without our ``format``) or a bare
     state dict of ``sem_seg_head`` keys."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return False
     if not isinstance(state, dict) or "format" in state:
         return False
     keys = state.get("model", state)

@@ -15,7 +15,9 @@ shrinks through the decoder).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -31,6 +33,7 @@ from dimaskdino.engine.evaluator import (
     instances_to_results,
 )
 from dimaskdino.engine.inference import predictions
+from dimaskdino.fileio import atomic_write_text
 from dimaskdino.modeling.model import DIMaskDINO
 from dimaskdino.modeling.postprocess import box_inference, stacked_instance_inference
 
@@ -121,3 +124,19 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
     table = pd.DataFrame(rows, columns=COLUMNS)
     stages = pd.DataFrame(stage_rows, columns=["model", "stage", "task", *METRICS])
     return ProbeResult(table, stages, imbalance_measures(table), results)
+
+
+def save_probe(result: ProbeResult, out_dir: Path, info: dict, detections: bool = True) -> None:
+    """Write ``out_dir/probe.csv`` (the table), ``probe.json`` (``info``, then the table, the
+    DI stages and the imbalance measures) and, with ``detections``, the COCO result files
+    ``detections/layer{L}_{bbox,segm}.json``; each file atomically."""
+    if detections:
+        for layer, by_iou in result.results.items():
+            for iou, found in by_iou.items():
+                atomic_write_text(out_dir / "detections" / f"layer{layer}_{iou}.json",
+                                  json.dumps(found))
+    atomic_write_text(out_dir / "probe.csv", result.table.to_csv(index=False))
+    atomic_write_text(out_dir / "probe.json", json.dumps({
+        **info, "table": result.table.to_dict(orient="records"),
+        "di_stages": result.stages.to_dict(orient="records"),
+        "imbalance": result.imbalance}, indent=2))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -44,22 +43,16 @@ def layer_probe(
     """AP_box and AP_mask of every decoder layer (layer 0 = the decoder's input queries)
     from one forward pass per batch; writes probe.csv, probe.json and per-layer detections."""
     with user_errors():
-        from dimaskdino.analysis.probe import probe_layers
+        from dimaskdino.analysis.probe import probe_layers, save_probe
         from dimaskdino.checkpoint import load_model
         from dimaskdino.config import ConfigError
-        from dimaskdino.data.coco import CocoInstances
-        from dimaskdino.data.loader import EvaluationImages
-        from dimaskdino.data.specs import resolve_dataset
-        from dimaskdino.fileio import atomic_write_text
+        from dimaskdino.data.loader import validation_images
+        from dimaskdino.engine.evaluator import check_backend
 
-        if backend not in ("faster", "pycocotools"):
-            raise ConfigError(f"unknown backend {backend!r}; choose faster or pycocotools")
+        check_backend(backend)
         chosen = parse_layers(layers)
         net, config = load_model(checkpoint, official_config)
-        spec = data or config.data.dataset
-        source = resolve_dataset(spec, "val", synthetic_spec=config.data.synthetic)
-        dataset = EvaluationImages(CocoInstances(source.annotation_file, source.image_dir),
-                                   config.data.test_short, config.data.test_max_size)
+        dataset, source = validation_images(config.data, data)
         try:
             result = probe_layers(net, dataset, chosen, config.data.test_batch_size, backend,
                                   progress=not quiet)
@@ -67,19 +60,8 @@ def layer_probe(
             if isinstance(exc, ConfigError):
                 raise
             raise ConfigError(str(exc)) from None
-        for layer, by_iou in result.results.items():
-            for iou, found in by_iou.items():
-                rows = found if iou == "segm" else [
-                    {k: v for k, v in r.items() if k != "segmentation"} for r in found]
-                atomic_write_text(out_dir / "detections" / f"layer{layer}_{iou}.json",
-                                  json.dumps(rows))
-        atomic_write_text(out_dir / "probe.csv", result.table.to_csv(index=False))
-        atomic_write_text(out_dir / "probe.json", json.dumps({
-            "checkpoint": str(checkpoint), "dataset": spec,
-            "annotation_file": str(source.annotation_file),
-            "table": result.table.to_dict(orient="records"),
-            "di_stages": result.stages.to_dict(orient="records"),
-            "imbalance": result.imbalance}, indent=2))
+        save_probe(result, out_dir, {"checkpoint": str(checkpoint), "dataset": source.spec,
+                                     "annotation_file": str(source.annotation_file)})
         out.print(probe_table(result))
         out.print(f"first-layer gap (AP_mask - AP_box): {result.imbalance['first_layer_gap']:+.1f}"
                   f", last-layer gap: {result.imbalance['last_layer_gap']:+.1f}")

@@ -33,8 +33,9 @@ def report(
                    "give --study NAME or --all")
     with user_errors():
         from dimaskdino.reports import ReportError, write_report
+        from dimaskdino.studies.tracking import sqlite_uri
 
-        uri = tracking_uri or f"sqlite:///{(DEFAULT_ROOT / 'mlflow.db').resolve()}"
+        uri = tracking_uri or sqlite_uri(DEFAULT_ROOT)
         try:
             written = write_report(uri, [study] if study else None, out)
         except ReportError as exc:

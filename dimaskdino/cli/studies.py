@@ -101,14 +101,13 @@ def run_ablation(
         )
         from dimaskdino.studies.plan import plan_study
         from dimaskdino.studies.registry import get_study
-        from dimaskdino.studies.tracking import default_tracking_uri
+        from dimaskdino.studies.tracking import default_tracking_uri, sqlite_uri
 
         chosen = get_study(study)
         check_executor(executor)
         sets = list(overrides or [])
         jobs = plan_study(chosen, scale, seeds, data, sets, out)
-        uri = tracking_uri or (f"sqlite:///{(out / 'mlflow.db').resolve()}" if dry_run
-                               else default_tracking_uri(out))
+        uri = tracking_uri or (sqlite_uri(out) if dry_run else default_tracking_uri(out))
         states = inspect_study(jobs, uri)
         if dry_run:
             console.print(plan_table(chosen, states))

@@ -83,22 +83,15 @@ def evaluate(
     """Box and mask AP of a checkpoint's final predictions on a validation split."""
     with user_errors():
         from dimaskdino.checkpoint import load_model
-        from dimaskdino.config import ConfigError
-        from dimaskdino.data.coco import CocoInstances
-        from dimaskdino.data.loader import EvaluationImages
-        from dimaskdino.data.specs import resolve_dataset
-        from dimaskdino.engine.evaluator import evaluate_model
+        from dimaskdino.data.loader import validation_images
+        from dimaskdino.engine.evaluator import check_backend, evaluate_model
         from dimaskdino.fileio import atomic_write_text
 
-        if backend not in ("faster", "pycocotools"):
-            raise ConfigError(f"unknown backend {backend!r}; choose faster or pycocotools")
+        check_backend(backend)
         net, config = load_model(checkpoint, official_config)
-        source = resolve_dataset(data or config.data.dataset, "val",
-                                 synthetic_spec=config.data.synthetic)
-        dataset = CocoInstances(source.annotation_file, source.image_dir)
-        metrics = evaluate_model(net, EvaluationImages(dataset, config.data.test_short,
-                                                       config.data.test_max_size),
-                                 config.data.test_batch_size, backend, progress=not quiet)
+        dataset, _ = validation_images(config.data, data)
+        metrics = evaluate_model(net, dataset, config.data.test_batch_size, backend,
+                                 progress=not quiet)
         out.print(metrics_table(f"{net.config.name}: {checkpoint}", metrics))
         if out_dir is not None:
             atomic_write_text(out_dir / "eval.json", json.dumps(metrics, indent=2))

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dimaskdino.data.coco import CocoInstances
+from dimaskdino.data.specs import DatasetSource, resolve_dataset
 from dimaskdino.data.transforms import LargeScaleJitter, masks_to_boxes, resize, shortest_edge_size
 
 _SEED_STRIDE = 1_000_003  # keeps (seed, position) -> generator seed one-to-one in practice
@@ -130,3 +131,13 @@ def evaluation_loader(dataset: EvaluationImages, batch_size: int = 1, workers: i
         dataset = torch.utils.data.Subset(dataset, indices)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate,
                       num_workers=workers)
+
+
+def validation_images(data, spec: str | None = None
+                      ) -> tuple[EvaluationImages, DatasetSource]:
+    """The val split of ``spec`` (default: ``data.dataset``) resized as ``data`` (a
+    :class:`~dimaskdino.config.DataConfig`) says for testing, and where it was read from."""
+    source = resolve_dataset(spec or data.dataset, "val", synthetic_spec=data.synthetic)
+    images = EvaluationImages(CocoInstances(source.annotation_file, source.image_dir),
+                              data.test_short, data.test_max_size)
+    return images, source

@@ -42,7 +42,11 @@ def last_checkpoint(directory: Path) -> Path | None:
 
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (on the CPU)."""
-    checkpoint = read_torch_file(path)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+    return checked_checkpoint(read_torch_file(path), path)
+
+
+def checked_checkpoint(data, path: str | Path) -> dict:
+    """``data``, read from ``path``, if it is a checkpoint :func:`save_checkpoint` wrote."""
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dimask training checkpoint")
-    return checkpoint
+    return data

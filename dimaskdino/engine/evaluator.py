@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import typing
 from collections.abc import Sequence
 from typing import Literal
 
@@ -19,6 +20,14 @@ from dimaskdino.data.coco import DatasetError
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 Backend = Literal["faster", "pycocotools"]
+
+
+def check_backend(backend: str) -> None:
+    """ConfigError unless ``backend`` is an evaluation backend (before any work is done)."""
+    from dimaskdino.config import ConfigError
+
+    if backend not in typing.get_args(Backend):
+        raise ConfigError(f"unknown backend {backend!r}; choose faster or pycocotools")
 
 
 def encode_masks(masks: torch.Tensor) -> list[dict]:

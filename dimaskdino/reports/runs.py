@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pandas as pd
 
@@ -56,16 +54,6 @@ class Section:
     def seeds(self) -> list[int]:
         """The seeds that ran, sorted."""
         return sorted(set(self.runs["seed"]))
-
-
-def store_exists(tracking_uri: str) -> bool:
-    """False for a SQLite file or a local store folder that does not exist."""
-    if tracking_uri.startswith("sqlite:///"):
-        return Path(tracking_uri.removeprefix("sqlite:///")).is_file()
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme == "file":
-        return Path(parsed.path).exists()
-    return parsed.scheme not in ("", "file") or Path(tracking_uri).exists()
 
 
 @contextlib.contextmanager
@@ -140,6 +128,8 @@ def load_sections(tracking_uri: str, studies: list[str] | None) -> list[Section]
     registry's order; ConfigError for an unknown study, ReportError when there is no store,
     no finished run at all, or none of a requested study."""
     from mlflow.tracking import MlflowClient
+
+    from dimaskdino.studies.tracking import store_exists
 
     wanted = [get_study(name) for name in studies] if studies else list(STUDIES.values())
     if not store_exists(tracking_uri):

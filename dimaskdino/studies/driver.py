@@ -69,13 +69,6 @@ def check_executor(executor: str) -> None:
                           "local (or submitit-local)")
 
 
-def _store_exists(tracking_uri: str) -> bool:
-    """False only for a SQLite store whose file does not exist yet."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return True
-    return Path(tracking_uri.removeprefix("sqlite:///")).is_file()
-
-
 def _check_directory(job: CellJob) -> None:
     written = Path(job.output_dir) / "config.yaml"
     if written.is_file() and yaml.safe_load(written.read_text()) != config_to_dict(job.config()):
@@ -87,10 +80,10 @@ def inspect_study(jobs: list[CellJob], tracking_uri: str) -> list[CellState]:
     """The state of every job (nothing is written; a missing SQLite store is empty)."""
     from mlflow.tracking import MlflowClient
 
-    from dimaskdino.studies.tracking import cell_runs
+    from dimaskdino.studies.tracking import cell_runs, store_exists
 
     runs: dict = {}
-    if jobs and _store_exists(tracking_uri):
+    if jobs and store_exists(tracking_uri):
         client = MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(jobs[0].study)
         if experiment is not None:

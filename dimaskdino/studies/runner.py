@@ -8,7 +8,6 @@ pickles it into a job array. In a Slurm job of several tasks it joins them into 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dimaskdino.studies.plan import CellJob
@@ -30,16 +29,12 @@ def _probe(checkpoint: Path, progress: bool):
     """The layer probe of a training checkpoint on its own validation split."""
     from dimaskdino.analysis.probe import probe_layers
     from dimaskdino.checkpoint import load_model
-    from dimaskdino.data.coco import CocoInstances
-    from dimaskdino.data.loader import EvaluationImages
-    from dimaskdino.data.specs import resolve_dataset
+    from dimaskdino.data.loader import validation_images
     from dimaskdino.engine import distributed
 
     model, config = load_model(checkpoint)
     model.to(distributed.init_from_environment())
-    source = resolve_dataset(config.data.dataset, "val", synthetic_spec=config.data.synthetic)
-    dataset = EvaluationImages(CocoInstances(source.annotation_file, source.image_dir),
-                               config.data.test_short, config.data.test_max_size)
+    dataset, _ = validation_images(config.data)
     return probe_layers(model, dataset, None, config.data.test_batch_size, "faster",
                         progress=progress)
 
@@ -48,10 +43,10 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
     """Train and probe ``job`` into ``job.output_dir``, recording into the child run
     ``run_id``. Returns ``{"label", "run_id", "iteration"}``; on an error the run is marked
     FAILED (KILLED on Ctrl-C) and the error propagates."""
+    from dimaskdino.analysis.probe import save_probe
     from dimaskdino.config import config_to_dict
     from dimaskdino.engine import distributed
     from dimaskdino.engine.trainer import Trainer
-    from dimaskdino.fileio import atomic_write_text
     from dimaskdino.studies.tracking import CellRecorder
 
     _join_submitit_tasks()
@@ -65,11 +60,8 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
                          callbacks=[recorder.training_record] if recorder else []).run()
         probe = _probe(result.checkpoint, progress)
         if recorder:
-            atomic_write_text(out_dir / "probe.csv", probe.table.to_csv(index=False))
-            atomic_write_text(out_dir / "probe.json", json.dumps({
-                "checkpoint": str(result.checkpoint), "table": probe.table.to_dict("records"),
-                "di_stages": probe.stages.to_dict("records"), "imbalance": probe.imbalance},
-                indent=2))
+            save_probe(probe, out_dir, {"checkpoint": str(result.checkpoint)},
+                       detections=False)
             recorder.probe(probe.table)
             recorder.final(result.metrics, [out_dir / name for name in (
                 "probe.csv", "probe.json", "config.yaml", "final_metrics.json")])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pandas as pd
 from mlflow.entities import Metric, Param
@@ -32,10 +33,25 @@ PARAMS_PER_BATCH = 100
 TASK_SUFFIX = {"bbox": "box", "segm": "mask"}
 
 
-def default_tracking_uri(out: Path) -> str:
-    """``sqlite:////abs/OUT/mlflow.db`` (OUT is created)."""
-    out.mkdir(parents=True, exist_ok=True)
+def sqlite_uri(out: Path) -> str:
+    """``sqlite:////abs/OUT/mlflow.db``, the default store of runs under ``out``."""
     return f"sqlite:///{(out / 'mlflow.db').resolve()}"
+
+
+def default_tracking_uri(out: Path) -> str:
+    """:func:`sqlite_uri` of ``out``, which is created."""
+    out.mkdir(parents=True, exist_ok=True)
+    return sqlite_uri(out)
+
+
+def store_exists(tracking_uri: str) -> bool:
+    """False for a SQLite file or a local store folder that does not exist."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).is_file()
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path).exists()
+    return parsed.scheme not in ("", "file") or Path(tracking_uri).exists()
 
 
 def metric_name(metric: str, task: str) -> str:
