@@ -78,26 +78,47 @@ def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
                                topk: int = 100) -> list[dict]:
     """:func:`instance_inference` of S predictions of one image at once (e.g. its decoder
     layers): ``logits (S, Q, K)``, ``mask_logits (S, Q, h, w)``, ``boxes (S, Q, 4)`` -> S
-    dicts. The kept masks of all S are resized in one call."""
+    dicts.
+
+    A query kept with several classes has one mask: each kept query's mask is resized,
+    thresholded and scored once (in chunks of bounded memory) and shared by its pairs.
+    """
     stages, queries, classes = logits.shape
     class_scores, flat = logits.sigmoid().flatten(1).topk(min(topk, queries * classes), dim=1)
     query_index, labels = flat // classes, flat % classes          # (S, n)
     stage = torch.arange(stages, device=logits.device)[:, None]
-    # only the kept queries' masks are resized (once each)
-    kept = mask_logits[stage, query_index]                           # (S, n, h, w)
-    masks = resize_masks(kept.flatten(0, 1), padded_size, image_size, output_size)
-    masks = masks.unflatten(0, kept.shape[:2])
-    binary = masks > 0
-    inside = binary.to(masks.dtype)  # float 0 / 1: several times faster than bool arithmetic
-    area = inside.flatten(2).sum(2)  # exact: sums of ones
-    mask_scores = masks.sigmoid().mul_(inside).flatten(2).sum(2) / (area + 1e-6)
+    kept, pair_mask = torch.unique(stage * queries + query_index, return_inverse=True)
+    binary, mask_scores = _binary_masks_and_scores(mask_logits.flatten(0, 1)[kept],
+                                                   padded_size, image_size, output_size)
     pred_boxes = boxes_to_output(boxes[stage, query_index], padded_size, image_size,
                                  output_size)
     return [{
-        "scores": class_scores[s] * mask_scores[s],
+        "scores": class_scores[s] * mask_scores[pair_mask[s]],
         "pred_classes": labels[s],
         "pred_boxes": pred_boxes[s],
-        "pred_masks": binary[s],
+        "pred_masks": binary[pair_mask[s]],
         "query_index": query_index[s],
         "class_scores": class_scores[s],
     } for s in range(stages)]
+
+
+def _binary_masks_and_scores(mask_logits: torch.Tensor, padded_size: tuple[int, int],
+                             image_size: tuple[int, int], output_size: tuple[int, int],
+                             chunk_elements: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, h, w)`` stride-4 logits -> masks ``(N, H_out, W_out)`` bool (logit > 0) and
+    mask scores ``(N,)`` = mean probability inside the mask, resized ``chunk_elements``
+    output pixels at a time so that the float intermediates stay small."""
+    count = mask_logits.shape[0]
+    binary = torch.empty((count, *output_size), dtype=torch.bool, device=mask_logits.device)
+    scores = mask_logits.new_empty(count)
+    step = max(1, chunk_elements // max(1, output_size[0] * output_size[1]))
+    for start in range(0, count, step):
+        masks = resize_masks(mask_logits[start:start + step], padded_size, image_size,
+                             output_size)
+        inside = masks > 0
+        binary[start:start + step] = inside
+        inside = inside.to(masks.dtype)  # float 0 / 1: several times faster than bool math
+        area = inside.flatten(1).sum(1)  # exact: sums of ones
+        scores[start:start + step] = (masks.sigmoid_().mul_(inside).flatten(1).sum(1)
+                                      / (area + 1e-6))
+    return binary, scores
