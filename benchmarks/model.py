@@ -7,6 +7,8 @@ each with the C++ CPU deformable-attention kernel and with the pure-PyTorch refe
 Weights are random: the time does not depend on their values.
 
     python benchmarks/model.py                 # 2 threads, median of 3 after a warm-up
+
+The four variants run round-robin, so slow spells of a shared machine hit all of them.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from dimaskdino.config import ModelConfig
 from dimaskdino.modeling.backbone import ResNetConfig
@@ -39,14 +43,34 @@ def set_backend(model: torch.nn.Module, backend: str) -> None:
             module.backend = backend
 
 
-def seconds_per_image(model: DIMaskDINO, image: torch.Tensor, repeats: int) -> float:
-    model.predict([image])  # warm-up (and first-use kernel build)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def gflop_per_image(model: DIMaskDINO, image: torch.Tensor) -> float:
+    """Matmul and convolution GFLOP of one ``predict`` (torch's counter; the deformable
+    attention op is not counted, it is the same in both models)."""
+    with FlopCounterMode(display=False) as counter:
         model.predict([image])
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return counter.get_total_flops() / 1e9
+
+
+def machine_gflops() -> dict[str, float]:
+    """GFLOP/s torch reaches here on the model's two largest shapes: an encoder FFN matmul
+    (20197 tokens, 256 -> 1024) and a 3x3 256 -> 256 convolution at stride 4 (200x304)."""
+    tokens, weight = torch.randn(20197, 256), torch.randn(1024, 256)
+    conv, features = torch.nn.Conv2d(256, 256, 3, padding=1), torch.randn(1, 256, 200, 304)
+    work = {"matmul": (lambda: tokens @ weight.t(), 2 * 20197 * 256 * 1024),
+            "convolution": (lambda: conv(features), 2 * 256 * 256 * 9 * 200 * 304)}
+    rates = {}
+    with torch.no_grad():
+        for name, (run, flop) in work.items():
+            run()
+            elapsed = statistics.median(timed(run) for _ in range(5))
+            rates[name] = flop / elapsed / 1e9
+    return rates
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -58,18 +82,29 @@ def main() -> None:
     torch.manual_seed(0)
     image = torch.randint(0, 256, (3, 800, 1216), dtype=torch.uint8)
     models = {"DI-MaskDINO": build(di=True), "MaskDINO": build(di=False)}
-    rows = {}
-    for backend in ("cpu", "reference"):
-        for name, model in models.items():
-            set_backend(model, backend)
-            rows[(name, backend)] = seconds_per_image(model, image, args.repeats)
-            print(f"  {name:12s} {backend:9s} {rows[(name, backend)]:7.2f} s/image", flush=True)
+    gflop = {name: gflop_per_image(model, image) for name, model in models.items()}
+    variants = [(name, backend) for backend in ("cpu", "reference") for name in models]
+    times: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
+    for repeat in range(args.repeats + 1):  # round 0 warms up (and builds the kernel)
+        for name, backend in variants:  # interleaved: drift of the machine hits all alike
+            set_backend(models[name], backend)
+            elapsed = timed(partial(models[name].predict, [image]))
+            if repeat:
+                times[(name, backend)].append(elapsed)
+                print(f"  {name:12s} {backend:9s} {elapsed:7.2f} s", flush=True)
+    rows = {variant: statistics.median(values) for variant, values in times.items()}
     print(f"\n| model (R50, 6 decoder layers) | cpu op s/image | reference op s/image "
           f"| reference / cpu |  ({args.threads} threads, float32, 800x1216)")
     print("|---|---:|---:|---:|")
     for name in models:
         cpu, ref = rows[(name, "cpu")], rows[(name, "reference")]
         print(f"| {name} | {cpu:.2f} | {ref:.2f} | {ref / cpu:.2f}x |")
+    print(f"DI-MaskDINO / MaskDINO GFLOP: {gflop['DI-MaskDINO']:.0f} / "
+          f"{gflop['MaskDINO']:.0f} = {gflop['DI-MaskDINO'] / gflop['MaskDINO']:.3f}")
+    rates = machine_gflops()
+    achieved = gflop["DI-MaskDINO"] / rows[("DI-MaskDINO", "cpu")]
+    print("machine: " + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in rates.items())
+          + f"; the cpu-op DI-MaskDINO runs at {achieved:.0f} GFLOP/s")
     for backend in ("cpu", "reference"):
         ratio = rows[("DI-MaskDINO", backend)] / rows[("MaskDINO", backend)]
         print(f"DI-MaskDINO / MaskDINO time, {backend} op: {ratio:.3f}")
