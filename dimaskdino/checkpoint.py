@@ -304,9 +304,9 @@ def load_model(checkpoint: str | Path, official_config: str | Path | None = None
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise CheckpointError(f"{path} does not fit its own config: {first[1:2] or first}"
-                              ) from None
+        lines = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path} does not fit its own config: "
+                              f"{(lines[1:2] or lines or [''])[0].strip()}") from None
     return model.eval(), config
 
 

@@ -33,6 +33,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
+def atomic_write(path: str | Path, content: str | bytes) -> None:
+    """:func:`atomic_write_text` of text, or of bytes."""
+    if isinstance(content, bytes):
+        _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(content))
+    else:
+        atomic_write_text(path, content)
+
+
 def atomic_save(obj, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename."""
     _atomic(Path(path), lambda tmp: torch.save(obj, tmp))

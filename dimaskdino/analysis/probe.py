@@ -86,11 +86,11 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
     topk = model.config.detections_per_image
     results: dict[int, dict[str, list]] = {layer: {"bbox": [], "segm": []} for layer in layers}
     stage_results: dict[str, list] = {}
+    inner = [layer for layer in layers if layer != last]
     for targets, pred in predictions(model, dataset, batch_size, all_layers=True,
                                      workers=workers, progress=progress, description="probe"):
         for i, target in enumerate(targets):
             sizes = (pred.padded_size, pred.image_sizes[i], pred.output_sizes[i])
-            inner = [layer for layer in layers if layer != last]
             found = dict(zip(inner, stacked_instance_inference(
                 *(torch.stack([pred.layers[layer][key][i] for layer in inner])
                   for key in ("pred_logits", "pred_masks", "pred_boxes")), *sizes, topk)

@@ -30,8 +30,6 @@ JPEG is missing from ``images/10k/{split}``. Images without any instance are kep
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +42,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from scipy import ndimage
 
 from dimaskdino.data.coco import DatasetError
+from dimaskdino.fileio import atomic_write_text
 
 CLASSES = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 SPLITS = ("train", "val")
@@ -218,21 +217,6 @@ def convert_split(root: str | Path, split: str, progress: Progress | None = None
     return dataset, summary
 
 
-def write_json_atomic(data: dict, path: Path) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so that a reader
-    never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.",
-                                     suffix=".tmp", delete=False) as tmp:
-        try:
-            json.dump(data, tmp)
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
-
-
 def prepare_bdd100k(root: str | Path, out_dir: str | Path, progress: bool = True) -> dict:
     """Convert ``ROOT``'s train and val instance-segmentation labels into
     ``out_dir/instances_{train,val}.json`` (see the module docstring for the layout).
@@ -253,6 +237,6 @@ def prepare_bdd100k(root: str | Path, out_dir: str | Path, progress: bool = True
         for split in SPLITS:
             dataset, counts = convert_split(root, split, bar)
             path = out_dir / f"instances_{split}.json"
-            write_json_atomic(dataset, path)
+            atomic_write_text(path, json.dumps(dataset))
             summary["splits"][split] = {"annotation_file": str(path), **counts}
     return summary

@@ -57,16 +57,6 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(values, (tensor / world_size()).tolist()))
 
 
-def all_reduce_sum(value: float) -> float:
-    if not is_distributed():
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor)
-    return float(tensor.item())
-
-
 def gather_lists(items: list) -> list:
     """Concatenate every process's list on every process (evaluation results)."""
     if not is_distributed():

@@ -30,6 +30,7 @@ from dimaskdino.data.loader import (
     EvaluationImages,
     TrainingStream,
     training_loader,
+    validation_images,
 )
 from dimaskdino.data.specs import resolve_dataset
 from dimaskdino.data.transforms import LargeScaleJitter
@@ -58,20 +59,20 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)  # {"bbox": {...}, "segm": {...}}
 
 
-def load_datasets(config: ExperimentConfig) -> tuple[CocoInstances, CocoInstances]:
-    """The training and validation splits of ``config.data.dataset``; the synthetic data is
-    generated (once, by the first process) on first use."""
-    def read(split: str) -> CocoInstances:
-        source = resolve_dataset(config.data.dataset, split,
+def load_datasets(config: ExperimentConfig) -> tuple[CocoInstances, EvaluationImages]:
+    """The training split of ``config.data.dataset`` and its val split resized for testing;
+    the synthetic data is generated (once, by the first process) on first use."""
+    def read_train() -> CocoInstances:
+        source = resolve_dataset(config.data.dataset, "train",
                                  synthetic_spec=config.data.synthetic)
         return CocoInstances(source.annotation_file, source.image_dir)
 
     if distributed.is_main_process():
-        train = read("train")
+        train = read_train()
     distributed.barrier()
     if not distributed.is_main_process():
-        train = read("train")
-    val = read("val")
+        train = read_train()
+    val, _ = validation_images(config.data)
     classes = config.model.predictor.num_classes
     if len(train.category_ids) != classes:
         raise ConfigError(f"the dataset has {len(train.category_ids)} categories but the "
@@ -128,40 +129,37 @@ class Trainer:
         return path
 
     def _evaluate(self, iteration: int) -> dict:
-        data = self.config.data
-        metrics = evaluate_model(self.model, EvaluationImages(self.val, data.test_short,
-                                                              data.test_max_size),
-                                 data.test_batch_size, progress=self.progress)
+        metrics = evaluate_model(self.model, self.val, self.config.data.test_batch_size,
+                                 progress=self.progress)
         self._log({"iteration": iteration, **{f"{iou}/{k}": v for iou, values in
                                                metrics.items() for k, v in values.items()}})
         return metrics
 
-    def _setup(self) -> int:
-        """Build everything; returns the first iteration to run."""
+    def _setup(self) -> tuple[int, Path | None]:
+        """Build everything; returns the first iteration to run and the checkpoint it
+        resumes from."""
         config = self.config
         torch.manual_seed(config.solver.seed)
         self.train_set, self.val = load_datasets(config)
         self.model = DIMaskDINO(config.model).to(self.device).train()
         self.optimizer = build_optimizer(self.model, config.solver)
         self.criterion = build_criterion(config)
-        start = 0
-        if self.resume:
-            path = last_checkpoint(self.output_dir)
-            if path is not None:
-                state = read_checkpoint(path)
-                self.model.load_state_dict(state["model"])
-                self.optimizer.load_state_dict(state["optimizer"])
-                torch.set_rng_state(state["rng"])
-                start = int(state["iteration"])
+        start, path = 0, last_checkpoint(self.output_dir) if self.resume else None
+        if path is not None:
+            state = read_checkpoint(path)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            torch.set_rng_state(state["rng"])
+            start = int(state["iteration"])
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.output_dir / "config.yaml",
                               yaml.safe_dump(config_to_dict(config), sort_keys=False))
-        return start
+        return start, path
 
     def run(self) -> TrainResult:
         config, solver = self.config, self.config.solver
-        start = self._setup()
+        start, checkpoint = self._setup()
         model = self.model
         if distributed.is_distributed():
             model = DistributedDataParallel(
@@ -175,7 +173,6 @@ class Trainer:
         loader = training_loader(stream, self.local_batch, start, solver.max_iter,
                                  distributed.rank(), distributed.world_size(),
                                  config.data.workers)
-        checkpoint = last_checkpoint(self.output_dir) if start else None
         metrics: dict = {}
         with progress_bar(disable=not (self.progress and self.main)) as bar:
             task = bar.add_task(f"train {config.model.name}", total=solver.max_iter,
@@ -184,14 +181,14 @@ class Trainer:
             for iteration, (images, targets) in enumerate(loader, start):
                 lr = set_learning_rate(self.optimizer, iteration, solver)
                 batch, prepared = self.model.prepare_training_batch(images, targets)
-                objects = distributed.all_reduce_sum(float(sum(len(t["labels"])
-                                                               for t in prepared)))
+                objects = distributed.all_reduce_mean(
+                    {"objects": float(sum(len(t["labels"]) for t in prepared))})["objects"]
                 with torch.autocast(self.device.type, torch.float16, enabled=use_amp):
                     outputs = model(batch, targets=prepared)
-                losses = self.criterion(outputs, prepared, objects / distributed.world_size())
+                losses = self.criterion(outputs, prepared, objects)
                 total = losses["loss"]
-                logged = distributed.all_reduce_mean({k: float(v.detach())
-                                                      for k, v in losses.items()})
+                values = torch.stack([v.detach().double() for v in losses.values()])
+                logged = distributed.all_reduce_mean(dict(zip(losses, values.tolist())))
                 if not math.isfinite(logged["loss"]):
                     where = f"the last good checkpoint is {checkpoint}" if checkpoint else \
                         "no checkpoint was written yet"

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dimaskdino.modeling.backbone import ConvNorm
+from dimaskdino.modeling.backbone import ConvNorm, group_norm
 from dimaskdino.modeling.heads import feed_forward
 from dimaskdino.modeling.levels import flatten_levels, level_positions, pixel_centres
 from dimaskdino.ops import MSDeformAttn
@@ -80,8 +80,7 @@ def input_projection(in_channels: int, out_channels: int, kernel_size: int, stri
 
 def conv_gn(in_channels: int, out_channels: int, kernel_size: int) -> ConvNorm:
     """Bias-free convolution + ``norm`` = GroupNorm(32) (detectron2 naming)."""
-    return ConvNorm(in_channels, out_channels, kernel_size,
-                    norm=lambda channels: nn.GroupNorm(32, channels))
+    return ConvNorm(in_channels, out_channels, kernel_size, norm=group_norm)
 
 
 class EncoderLayer(nn.Module):

@@ -40,13 +40,20 @@ def box_inference(logits: torch.Tensor, boxes: torch.Tensor, padded_size: tuple[
     """Detections of a stage that predicts no masks (DI's token interaction): the top
     (query, class) pairs scored by class probability; keys as :func:`instance_inference`
     without ``pred_masks``."""
-    queries, classes = logits.shape
-    scores, flat = logits.sigmoid().flatten().topk(min(topk, queries * classes))
-    query_index = flat // classes
-    return {"scores": scores, "pred_classes": flat % classes,
+    scores, query_index, labels = _top_pairs(logits, topk)
+    return {"scores": scores, "pred_classes": labels,
             "pred_boxes": boxes_to_output(boxes[query_index], padded_size, image_size,
                                           output_size),
             "query_index": query_index, "class_scores": scores}
+
+
+def _top_pairs(logits: torch.Tensor, topk: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``topk`` best (query, class) pairs of ``logits (..., Q, K)`` by class probability:
+    their probabilities, query indices and class indices, each ``(..., n)``."""
+    queries, classes = logits.shape[-2:]
+    scores, flat = logits.sigmoid().flatten(-2).topk(min(topk, queries * classes), dim=-1)
+    return scores, flat // classes, flat % classes
 
 
 def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: torch.Tensor,
@@ -83,9 +90,8 @@ def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
     A query kept with several classes has one mask: each kept query's mask is resized,
     thresholded and scored once (in chunks of bounded memory) and shared by its pairs.
     """
-    stages, queries, classes = logits.shape
-    class_scores, flat = logits.sigmoid().flatten(1).topk(min(topk, queries * classes), dim=1)
-    query_index, labels = flat // classes, flat % classes          # (S, n)
+    stages, queries, _ = logits.shape
+    class_scores, query_index, labels = _top_pairs(logits, topk)    # (S, n) each
     stage = torch.arange(stages, device=logits.device)[:, None]
     kept, pair_mask = torch.unique(stage * queries + query_index, return_inverse=True)
     binary, mask_scores = _binary_masks_and_scores(mask_logits.flatten(0, 1)[kept],

@@ -170,10 +170,9 @@ class MaskDINOPredictor(nn.Module):
         if config.first_selected_queries is not None:
             self.di = DeImbalance(dim, config.dim_feedforward, config.ti_layers,
                                   config.dropout, config.heads)
-        if config.extra_selected_queries:
-            self.extra_di = nn.ModuleList(
-                DeImbalance(dim, config.dim_feedforward, config.ti_layers, config.dropout,
-                            config.heads) for _ in config.extra_selected_queries)
+        self.extra_di = nn.ModuleList(
+            DeImbalance(dim, config.dim_feedforward, config.ti_layers, config.dropout,
+                        config.heads) for _ in config.extra_selected_queries)
         if config.num_guiding_tokens is not None:
             self.bato = BalanceAwareTokens(dim, config.dim_feedforward,
                                            config.num_guiding_tokens, config.dropout,
@@ -202,7 +201,7 @@ class MaskDINOPredictor(nn.Module):
         and their boxes -> the kept ``(B, Q, C)`` and boxes ``(B, Q, 4)`` (inverse-sigmoid);
         stores ``out["di"]`` (and ``out["di_extra"]``)."""
         keeps = (*self.config.extra_selected_queries, self.config.num_queries)
-        stages, results = [self.di, *getattr(self, "extra_di", [])], []
+        stages, results = [self.di, *self.extra_di], []
         for stage, keep in zip(stages, keeps, strict=True):
             results.append(stage(tokens, boxes_unsigmoid, keep, self.heads))
             tokens = results[-1]["content"]

@@ -17,7 +17,7 @@ from markupsafe import Markup
 from pandas.io.formats.style import Styler
 
 from dimaskdino import __version__
-from dimaskdino.fileio import atomic_write_text
+from dimaskdino.fileio import atomic_write, atomic_write_text
 from dimaskdino.reports import figures
 from dimaskdino.reports.definitions import DATASET_NAMES, overview, reference, switches
 from dimaskdino.reports.html import render
@@ -87,9 +87,9 @@ def write_report(tracking_uri: str, studies: list[str] | None, out: Path) -> Pat
     assets = out.parent / f"{out.stem}_files"
     files: dict[str, str | bytes] = {}
     charts, contexts = [], []
-    chosen = next((s for s in sections if figures.figure_one_cells(s)), None)
-    figure_one = (figures.figure_one(chosen, figures.figure_one_cells(chosen))
-                  if chosen else None)
+    chosen = next(((s, cells) for s in sections if (cells := figures.figure_one_cells(s))),
+                  None)
+    figure_one = figures.figure_one(*chosen) if chosen else None
     for section in sections:
         numeric, styler, tex = _tables(section)
         files[f"{section.key}-table.csv"] = numeric.to_csv()
@@ -109,9 +109,6 @@ def write_report(tracking_uri: str, studies: list[str] | None, out: Path) -> Pat
     })
     assets.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
-        if isinstance(content, bytes):
-            (assets / name).write_bytes(content)
-        else:
-            atomic_write_text(assets / name, content)
+        atomic_write(assets / name, content)
     atomic_write_text(out, page)
     return out

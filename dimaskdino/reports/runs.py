@@ -140,8 +140,8 @@ def load_sections(tracking_uri: str, studies: list[str] | None) -> list[Section]
         found = {study.name: _finished_runs(client, study) for study in wanted}
         empty = [name for name, runs in found.items() if runs.empty]
         if len(empty) == len(found) or (studies and empty):
-            held = sorted(e.name for e in client.search_experiments() if e.name in STUDIES
-                          and not _finished_runs(client, STUDIES[e.name]).empty)
+            held = sorted(name for name, study in STUDIES.items() if not (
+                found[name] if name in found else _finished_runs(client, study)).empty)
             what = f"study {', '.join(empty)}" if studies else "any study"
             raise ReportError(f"no finished runs of {what} in {tracking_uri} (finished "
                               f"studies there: {', '.join(held) or 'none'})")

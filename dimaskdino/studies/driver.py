@@ -114,7 +114,7 @@ def _run_local(pending: list[tuple[int, CellJob, str]], total: int, tracking_uri
         try:
             run_cell_job(job, tracking_uri, run_id, progress)
         except Exception as exc:  # one failed cell does not stop the study
-            errors[run_id] = _last_line(str(exc)) or type(exc).__name__
+            errors[run_id] = _error_line(exc)
             echo(f"[{index}/{total}] {job.label} failed: {errors[run_id]}")
     return errors
 
@@ -152,15 +152,16 @@ def _run_submitit(pending: list[tuple[int, CellJob, str]], total: int, tracking_
             handle.result()
             echo(f"[{index}/{total}] {job.label} done")
         except Exception as exc:
-            errors[run_id] = _last_line(str(exc)) or type(exc).__name__
+            errors[run_id] = _error_line(exc)
             echo(f"[{index}/{total}] {job.label} failed: {errors[run_id]} "
                  f"(log: {handle.paths.stderr})")
     return errors
 
 
-def _last_line(message: str) -> str:
-    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+def _error_line(exc: Exception) -> str:
+    """The last non-blank line of ``exc``'s message, or its type's name."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def run_study(states: list[CellState], tracking_uri: str, out: Path, executor: str,

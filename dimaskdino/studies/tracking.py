@@ -22,6 +22,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from dimaskdino.analysis.probe import TASKS
 from dimaskdino.engine.evaluator import METRICS
 
 # creating a store logs its schema migrations at INFO, which is noise on a terminal
@@ -30,7 +31,6 @@ for _name in ("mlflow.store.db.utils", "alembic"):
 
 CELL_TAGS = ("study", "cell", "seed", "scale", "model")
 PARAMS_PER_BATCH = 100
-TASK_SUFFIX = {"bbox": "box", "segm": "mask"}
 
 
 def sqlite_uri(out: Path) -> str:
@@ -51,7 +51,7 @@ def store_exists(tracking_uri: str) -> bool:
     parsed = urlparse(tracking_uri)
     if parsed.scheme == "file":
         return Path(parsed.path).exists()
-    return parsed.scheme not in ("", "file") or Path(tracking_uri).exists()
+    return parsed.scheme != "" or Path(tracking_uri).exists()
 
 
 def metric_name(metric: str, task: str) -> str:
@@ -176,7 +176,7 @@ class CellRecorder:
 
     def final(self, metrics: dict[str, dict[str, float]], artifacts: list[Path]) -> None:
         """Final metrics (``{"bbox": {"AP": ..}, "segm": ..}``), artifacts, FINISHED."""
-        self.log({f"final_{metric_name(m, TASK_SUFFIX[iou])}": v
+        self.log({f"final_{metric_name(m, TASKS[iou])}": v
                   for iou, values in metrics.items() for m, v in values.items()}, 0)
         for path in artifacts:
             self.client.log_artifact(self.run_id, str(path))

@@ -7,6 +7,8 @@ from dimaskdino.modeling.backbone.resnet import (
     FrozenBatchNorm2d,
     ResNet,
     ResNetConfig,
+    group_norm,
 )
 
-__all__ = ["BasicBlock", "Bottleneck", "ConvNorm", "FrozenBatchNorm2d", "ResNet", "ResNetConfig"]
+__all__ = ["BasicBlock", "Bottleneck", "ConvNorm", "FrozenBatchNorm2d", "ResNet", "ResNetConfig",
+           "group_norm"]

@@ -128,7 +128,8 @@ class ConvNorm(nn.Conv2d):
         return self.norm(super().forward(x))
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups (detectron2's "GN")."""
     return nn.GroupNorm(32, channels)
 
 
@@ -199,7 +200,7 @@ class ResNet(nn.Module):
     def __init__(self, config: ResNetConfig) -> None:
         super().__init__()
         self.config = config
-        norm = FrozenBatchNorm2d if config.norm == "FrozenBN" else _group_norm
+        norm = FrozenBatchNorm2d if config.norm == "FrozenBN" else group_norm
         self.stem = Stem(config.stem_out_channels, norm)
         in_channels = config.stem_out_channels
         out_channels = config.res2_out_channels
