@@ -285,9 +285,9 @@ def config_from_dict(cls, data: dict, path: str = ""):
               for name, value in data.items()}
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise
     except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
         raise ConfigError(f"{path or cls.__name__}: {exc}") from None
 
 

@@ -45,13 +45,13 @@ TASKS = {"bbox": "box", "segm": "mask"}
 class ProbeResult:
     """``table``: one row per (layer, task) with :data:`COLUMNS`; ``stages``: DI's
     token-interaction stages (columns model, stage, task, AP...; empty without DI);
-    ``imbalance``: see :func:`imbalance_measures`; ``results``: the COCO result dicts per
-    layer and IoU type (``results[layer]["bbox" | "segm"]``)."""
+    ``imbalance``: see :func:`imbalance_measures`; ``results``: each layer's COCO result
+    dicts, masks included (``results[layer]``; box scoring ignores the masks)."""
 
     table: pd.DataFrame
     stages: pd.DataFrame
     imbalance: dict
-    results: dict[int, dict[str, list[dict]]] = field(repr=False, default_factory=dict)
+    results: dict[int, list[dict]] = field(repr=False, default_factory=dict)
 
 
 def imbalance_measures(table: pd.DataFrame) -> dict:
@@ -84,7 +84,7 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
         raise ValueError(f"layers must lie in 0..{last} for a model with {last} decoder layers")
     category_ids = dataset.dataset.category_ids
     topk = model.config.detections_per_image
-    results: dict[int, dict[str, list]] = {layer: {"bbox": [], "segm": []} for layer in layers}
+    results: dict[int, list] = {layer: [] for layer in layers}
     stage_results: dict[str, list] = {}
     inner = [layer for layer in layers if layer != last]
     for targets, pred in predictions(model, dataset, batch_size, all_layers=True,
@@ -98,12 +98,8 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
             # the last layer is the model's own output: the same as ``dimask eval``
             found[last] = pred.instances[i]
             for layer in layers:
-                instances = found[layer]
-                image_results = instances_to_results(instances, target["image_id"],
-                                                     category_ids)
-                results[layer]["segm"].extend(image_results)
-                results[layer]["bbox"].extend(
-                    {k: v for k, v in r.items() if k != "segmentation"} for r in image_results)
+                results[layer].extend(instances_to_results(found[layer], target["image_id"],
+                                                           category_ids))
             for index, stage in enumerate(pred.outputs.get("di", {}).get("aux", [])):
                 boxes = box_inference(stage["pred_logits"][i], stage["pred_boxes"][i], *sizes,
                                       topk)
@@ -113,9 +109,9 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
     name = model.config.name
     rows = []
     for layer in layers:
+        results[layer] = distributed.gather_lists(results[layer])
         for iou, task in TASKS.items():
-            results[layer][iou] = distributed.gather_lists(results[layer][iou])
-            metrics = coco_evaluate(ground_truth, results[layer][iou], iou, backend)
+            metrics = coco_evaluate(ground_truth, results[layer], iou, backend)
             rows.append({"model": name, "layer": layer, "task": task, **metrics})
     stage_rows = [{"model": name, "stage": stage, "task": "box",
                    **coco_evaluate(ground_truth, distributed.gather_lists(found), "bbox",
@@ -131,10 +127,11 @@ def save_probe(result: ProbeResult, out_dir: Path, info: dict, detections: bool 
     DI stages and the imbalance measures) and, with ``detections``, the COCO result files
     ``detections/layer{L}_{bbox,segm}.json``; each file atomically."""
     if detections:
-        for layer, by_iou in result.results.items():
-            for iou, found in by_iou.items():
+        for layer, found in result.results.items():
+            boxes = [{k: v for k, v in r.items() if k != "segmentation"} for r in found]
+            for iou, entries in (("bbox", boxes), ("segm", found)):
                 atomic_write_text(out_dir / "detections" / f"layer{layer}_{iou}.json",
-                                  json.dumps(found))
+                                  json.dumps(entries))
     atomic_write_text(out_dir / "probe.csv", result.table.to_csv(index=False))
     atomic_write_text(out_dir / "probe.json", json.dumps({
         **info, "table": result.table.to_dict(orient="records"),

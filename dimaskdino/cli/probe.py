@@ -56,9 +56,9 @@ def layer_probe(
         try:
             result = probe_layers(net, dataset, chosen, config.data.test_batch_size, backend,
                                   progress=not quiet)
+        except ConfigError:
+            raise
         except ValueError as exc:
-            if isinstance(exc, ConfigError):
-                raise
             raise ConfigError(str(exc)) from None
         save_probe(result, out_dir, {"checkpoint": str(checkpoint), "dataset": source.spec,
                                      "annotation_file": str(source.annotation_file)})

@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 from scipy import ndimage
 
 from dimaskdino.data.coco import DatasetError
 from dimaskdino.fileio import atomic_write_text
+from dimaskdino.progress import progress_bar
 
 CLASSES = ("pedestrian", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 SPLITS = ("train", "val")
@@ -169,14 +169,13 @@ def _items(kind: str, labels: Path) -> list[tuple[str, Path | dict]]:
     return [(frame["name"], frame) for frame in frames]
 
 
-def convert_split(root: str | Path, split: str, progress: Progress | None = None) -> tuple[
-        dict, dict]:
+def convert_split(root: str | Path, split: str, progress: Progress) -> tuple[dict, dict]:
     """One split of BDD100K as a COCO dict, and a summary: the label source and path,
     counts of images, annotations and crowd (including ignore) annotations, dropped
     instances by category, empty masks and missing images."""
     image_dir, kind, labels = _layout(Path(root), split)
     items = _items(kind, labels)
-    task = progress.add_task(f"{split} ({kind})", total=len(items)) if progress else None
+    task = progress.add_task(f"{split} ({kind})", total=len(items), status="")
     images, annotations, tally = [], [], _Tally()
     for file_name, item in items:
         if not (image_dir / file_name).is_file():
@@ -196,8 +195,7 @@ def convert_split(root: str | Path, split: str, progress: Progress | None = None
                            "width": size[1]})
             annotations += [{"id": len(annotations) + k + 1, "image_id": image_id, **ann}
                             for k, ann in enumerate(anns)]
-        if progress is not None:
-            progress.advance(task)
+        progress.advance(task)
     dataset = {
         "info": {"description": f"BDD100K ins_seg {split}, converted from {kind}"},
         "images": images,
@@ -231,9 +229,7 @@ def prepare_bdd100k(root: str | Path, out_dir: str | Path, progress: bool = True
     for split in SPLITS:
         _layout(root, split)
     summary: dict = {"root": str(root), "out_dir": str(out_dir), "splits": {}}
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
+    with progress_bar(disable=not progress, stderr=True) as bar:
         for split in SPLITS:
             dataset, counts = convert_split(root, split, bar)
             path = out_dir / f"instances_{split}.json"

@@ -42,10 +42,10 @@ from pathlib import Path
 
 from PIL import Image
 from pycocotools import mask as mask_utils
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from dimaskdino.data.specs import DatasetSource
+from dimaskdino.progress import progress_bar
 
 BBOX_MASK_MIN_IOU = 0.9
 BBOX_MASK_TOLERANCE_PX = 2.0  # rasterisation may move a mask's box edge by a pixel or two
@@ -269,17 +269,16 @@ def _check_images(images: list, report: CheckReport) -> dict:
 
 
 def _check_files(images: dict, image_dir: Path, report: CheckReport, decode: bool,
-                 workers: int, progress: Progress | None) -> None:
+                 workers: int, progress: Progress) -> None:
     """Existence, decodability and size of every listed image file."""
-    task = progress.add_task("images", total=len(images)) if progress else None
+    task = progress.add_task("images", total=len(images), status="")
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for problem in pool.map(
                 lambda image: _image_problem(image, image_dir / image["file_name"], decode),
                 images.values()):
             if problem is not None:
                 report.problems.append(problem)
-            if progress is not None:
-                progress.advance(task)
+            progress.advance(task)
 
 
 def _check_annotation(ann: dict, image: dict, report: CheckReport) -> None:
@@ -310,15 +309,14 @@ def _check_annotation(ann: dict, image: dict, report: CheckReport) -> None:
 
 
 def _check_annotations(annotations: list, images: dict, categories: dict,
-                       report: CheckReport, progress: Progress | None) -> None:
+                       report: CheckReport, progress: Progress) -> None:
     """Ids, references, crowd flags and geometry of every annotation; fills the summary."""
     seen: set = set()
     per_category: Counter = Counter()
     annotated: set = set()
-    task = progress.add_task("annotations", total=len(annotations)) if progress else None
+    task = progress.add_task("annotations", total=len(annotations), status="")
     for index, ann in enumerate(annotations):
-        if progress is not None:
-            progress.advance(task)
+        progress.advance(task)
         if not isinstance(ann, dict) or not all(
                 _is_id(ann.get(k)) for k in ("id", "image_id", "category_id")):
             report.problems.append(Problem("malformed-entry", f"annotation #{index} needs an "
@@ -369,11 +367,8 @@ def check_dataset(source: DatasetSource | tuple[str | Path, str | Path], *,
         return report
     categories = _check_categories(data["categories"], report)
     images = _check_images(data["images"], report)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=not progress) as bar:
-        shown = bar if progress else None
+    with progress_bar(disable=not progress, stderr=True) as bar:
         _check_files(images, report.image_dir, report, decode_images,
-                     workers or min(16, os.cpu_count() or 1), shown)
-        _check_annotations(data["annotations"], images, categories, report, shown)
+                     workers or min(16, os.cpu_count() or 1), bar)
+        _check_annotations(data["annotations"], images, categories, report, bar)
     return report

@@ -37,18 +37,18 @@ class TrainingStream(Dataset):
 
     def __init__(self, dataset: CocoInstances, transform: LargeScaleJitter, seed: int) -> None:
         self.dataset, self.transform, self.seed = dataset, transform, seed
-        self._permutations: dict[int, list[int]] = {}
+        self._epoch, self._permutation = -1, []  # the order of the epoch last read
 
     def __len__(self) -> int:  # positions are unbounded; this is one epoch
         return len(self.dataset)
 
     def index(self, position: int) -> int:
         epoch, offset = divmod(position, len(self.dataset))
-        if epoch not in self._permutations:
+        if epoch != self._epoch:
             generator = torch.Generator().manual_seed(sample_seed(self.seed, -1 - epoch))
-            self._permutations = {epoch: torch.randperm(len(self.dataset),
-                                                        generator=generator).tolist()}
-        return self._permutations[epoch][offset]
+            self._epoch = epoch
+            self._permutation = torch.randperm(len(self.dataset), generator=generator).tolist()
+        return self._permutation[offset]
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, dict]:
         image, target = self.dataset[self.index(position)]

@@ -5,25 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from rich.progress import Progress
 
 from dimaskdino.data.loader import EvaluationImages, evaluation_loader
 from dimaskdino.engine import distributed
 from dimaskdino.modeling.model import DIMaskDINO, Prediction
-
-
-def progress_bar(disable: bool = False) -> Progress:
-    """The rich progress bar every long loop uses (bar, count, elapsed, ETA)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    TextColumn("{task.fields[status]}"), disable=disable, transient=False)
+from dimaskdino.progress import progress_bar
 
 
 def predictions(model: DIMaskDINO, dataset: EvaluationImages, batch_size: int = 1,

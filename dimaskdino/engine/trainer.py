@@ -37,12 +37,12 @@ from dimaskdino.data.transforms import LargeScaleJitter
 from dimaskdino.engine import distributed
 from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint, save_checkpoint
 from dimaskdino.engine.evaluator import evaluate_model
-from dimaskdino.engine.inference import progress_bar
 from dimaskdino.engine.solver import build_optimizer, set_learning_rate
 from dimaskdino.fileio import atomic_write_text
 from dimaskdino.modeling.criterion import SetCriterion
 from dimaskdino.modeling.matcher import HungarianMatcher
 from dimaskdino.modeling.model import DIMaskDINO
+from dimaskdino.progress import progress_bar
 
 
 class TrainingError(RuntimeError):

@@ -112,8 +112,9 @@ class SetCriterion(nn.Module):
 
     @staticmethod
     def _repeat(targets: list[dict], groups: int) -> list[dict]:
-        """Targets with every object listed once per denoising group."""
-        return [{k: v.repeat(groups, *([1] * (v.dim() - 1))) if k in ("labels", "boxes", "masks")
+        """Targets with every object listed once per denoising group (per-object tensors
+        repeated; anything else, e.g. the image's generator, passed on)."""
+        return [{k: v.repeat(groups, *([1] * (v.dim() - 1))) if isinstance(v, torch.Tensor)
                  else v for k, v in t.items()} for t in targets]
 
     @staticmethod
