@@ -28,6 +28,16 @@ def annotation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
     return mask_utils.decode(rle).astype(bool)
 
 
+def read_image(path: Path) -> torch.Tensor:
+    """An image file as uint8 ``(3, H, W)`` RGB; DatasetError naming the file if unreadable."""
+    try:
+        with Image.open(path) as im:
+            image = np.array(im.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read image {path}: {exc}") from None
+    return torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+
 class CocoInstances(Dataset):
     """A COCO JSON + image folder.
 
@@ -36,6 +46,8 @@ class CocoInstances(Dataset):
     ``boxes (n, 4)`` xyxy pixels, ``masks (n, H, W)`` bool, ``iscrowd (n,)`` bool. Crowd
     regions are kept (flagged) so that training can ignore them and evaluation can use them.
     """
+
+    has_annotations = True
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path) -> None:
         self.annotation_file, self.image_dir = Path(annotation_file), Path(image_dir)
@@ -62,13 +74,8 @@ class CocoInstances(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
         info = self.images[index]
-        path = self.image_dir / info["file_name"]
-        try:
-            with Image.open(path) as im:
-                image = np.array(im.convert("RGB"))
-        except (OSError, ValueError) as exc:
-            raise DatasetError(f"cannot read image {path}: {exc}") from None
-        height, width = image.shape[:2]
+        image = read_image(self.image_dir / info["file_name"])
+        height, width = image.shape[-2:]
         anns = self._annotations.get(info["id"], [])
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
@@ -84,4 +91,4 @@ class CocoInstances(Dataset):
             "iscrowd": torch.tensor([bool(a.get("iscrowd", 0)) for a in anns],
                                     dtype=torch.bool),
         }
-        return torch.from_numpy(image).permute(2, 0, 1).contiguous(), target
+        return image, target

@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dimaskdino.data.coco import CocoInstances
+from dimaskdino.data.images import ImageFolder
 from dimaskdino.data.specs import DatasetSource, resolve_dataset
 from dimaskdino.data.transforms import LargeScaleJitter, masks_to_boxes, resize, shortest_edge_size
 
@@ -138,6 +139,12 @@ def validation_images(data, spec: str | None = None
     """The val split of ``spec`` (default: ``data.dataset``) resized as ``data`` (a
     :class:`~dimaskdino.config.DataConfig`) says for testing, and where it was read from."""
     source = resolve_dataset(spec or data.dataset, "val", synthetic_spec=data.synthetic)
-    images = EvaluationImages(CocoInstances(source.annotation_file, source.image_dir),
-                              data.test_short, data.test_max_size)
+    images = EvaluationImages(open_dataset(source), data.test_short, data.test_max_size)
     return images, source
+
+
+def open_dataset(source: DatasetSource) -> CocoInstances | ImageFolder:
+    """The dataset of ``source``: COCO instances, or bare images for ``images:DIR``."""
+    if source.annotation_file is None:
+        return ImageFolder([source.image_dir])
+    return CocoInstances(source.annotation_file, source.image_dir)

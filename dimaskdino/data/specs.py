@@ -15,6 +15,9 @@
   from there (delete that folder to convert again after the labels change).
 * ``coco-json:ANN.json:IMAGE_DIR``: any COCO-format file and image folder, used for both
   splits.
+* ``images:DIR``: a folder of JPEG / PNG images without annotations, for both splits
+  (:class:`~dimaskdino.data.images.ImageFolder`): it can be predicted, probed for
+  box-mask consistency and drawn, not trained on or scored.
 """
 
 from __future__ import annotations
@@ -31,16 +34,17 @@ from dimaskdino.data.coco import DatasetError
 from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
 
 SPLITS = ("train", "val")
-FORMS = "synthetic, coco:ROOT, bdd100k:ROOT, coco-json:ANN.json:IMAGE_DIR"
+FORMS = "synthetic, coco:ROOT, bdd100k:ROOT, coco-json:ANN.json:IMAGE_DIR, images:DIR"
 
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """One split of a dataset: the spec it came from, its COCO JSON and its image folder."""
+    """One split of a dataset: the spec it came from, its COCO JSON (None for ``images:``)
+    and its image folder."""
 
     spec: str
     split: str
-    annotation_file: Path
+    annotation_file: Path | None
     image_dir: Path
 
 
@@ -117,6 +121,11 @@ def resolve_dataset(spec: str, split: str, *, synthetic_spec: SyntheticSpec | No
         if not images.is_dir():
             raise DatasetError(f"image folder not found: {images} (dataset {spec})")
         annotations = _bdd100k_annotations(root, split, cache)
+    elif scheme == "images" and rest:
+        images = Path(rest).expanduser()
+        if not images.is_dir():
+            raise DatasetError(f"image folder not found: {images} (dataset {spec})")
+        return DatasetSource(spec, split, None, images)
     elif scheme == "coco-json" and ":" in rest:
         annotation_file, _, image_dir = rest.rpartition(":")
         annotations, images = Path(annotation_file).expanduser(), Path(image_dir).expanduser()

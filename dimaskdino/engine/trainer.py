@@ -25,7 +25,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from dimaskdino.config import ConfigError, ExperimentConfig, config_to_dict
-from dimaskdino.data.coco import CocoInstances
+from dimaskdino.data.coco import CocoInstances, DatasetError
 from dimaskdino.data.loader import (
     EvaluationImages,
     TrainingStream,
@@ -65,6 +65,9 @@ def load_datasets(config: ExperimentConfig) -> tuple[CocoInstances, EvaluationIm
     def read_train() -> CocoInstances:
         source = resolve_dataset(config.data.dataset, "train",
                                  synthetic_spec=config.data.synthetic)
+        if source.annotation_file is None:
+            raise DatasetError(f"dataset {source.spec} has no annotations: it can be "
+                               "predicted, probed and drawn, not trained on")
         return CocoInstances(source.annotation_file, source.image_dir)
 
     if distributed.is_main_process():

@@ -111,7 +111,7 @@ def test_bdd100k_prefers_prepared_files_else_converts_once(tmp_path, monkeypatch
 
 @pytest.mark.parametrize(("spec", "split", "message"), [
     ("imagenet", "train", "unknown dataset spec 'imagenet'; valid forms: synthetic, coco:ROOT, "
-                          "bdd100k:ROOT, coco-json:ANN.json:IMAGE_DIR"),
+                          "bdd100k:ROOT, coco-json:ANN.json:IMAGE_DIR, images:DIR"),
     ("coco:", "train", "unknown dataset spec 'coco:'"),
     ("coco-json:only.json", "val", "valid forms: synthetic"),
     ("synthetic", "test", "unknown split 'test'; choose train or val"),
