@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install build-ops test test-fast lint demo bench clean
+.PHONY: install build-ops test test-fast test-trained lint demo bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: build-ops
 
 test-fast: build-ops
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# the tests that assert on learned quality, on a second numeric path (one thread)
+test-trained: build-ops
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m trained $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check dimaskdino tests benchmarks

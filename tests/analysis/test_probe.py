@@ -40,6 +40,7 @@ def trained(tmp_path_factory):
     return result.checkpoint, spec, annotations
 
 
+@pytest.mark.trained
 def test_probe_files_agree_with_pycocotools_and_eval(trained, tmp_path):
     checkpoint, spec, annotations = trained
     out = tmp_path / "out"

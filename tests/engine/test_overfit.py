@@ -10,6 +10,7 @@ from dimaskdino.engine.trainer import Trainer
 
 
 @pytest.mark.slow
+@pytest.mark.trained
 @pytest.mark.parametrize("model", ["dimaskdino", "maskdino"])
 def test_two_images_are_learned_within_300_steps(tmp_path, model):
     paths = write_synthetic_dataset(tmp_path / "data", SyntheticSpec(
