@@ -8,7 +8,7 @@ import torch
 from dimaskdino.checkpoint import CheckpointError, load_official
 from dimaskdino.config import ConfigError
 
-FIXTURES = ("dimaskdino_tiny", "maskdino_tiny")
+FIXTURES = ("dimaskdino_tiny", "maskdino_tiny", "maskdino_r50_3s_tiny")
 ATOL = 1e-6
 
 
@@ -45,7 +45,7 @@ def test_every_layer_matches(official_run):
 
 def test_selections_are_identical(official_run):
     name, _, got, want = official_run
-    if name == "maskdino_tiny":
+    if name.startswith("maskdino"):
         assert torch.equal(got.outputs["selection"]["indices"], want["topk_indices"])
     else:
         assert torch.equal(got.outputs["selection"]["indices"],
@@ -98,11 +98,12 @@ def random_official_state(keys_file):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "parameters"), [("dimaskdino", 52_286_232),
-                                                  ("maskdino", 52_058_004)])
+@pytest.mark.parametrize(("name", "parameters"), [("dimaskdino_r50", 52_286_232),
+                                                  ("maskdino_r50", 52_058_004),
+                                                  ("maskdino_r50_3s", 43_816_436)])
 def test_full_size_configs_accept_exactly_the_official_keys(name, parameters, golden_fixtures):
-    state = random_official_state(golden_fixtures / f"keys_{name}_r50_full.txt")
-    model = load_official(golden_fixtures / f"config_{name}_r50_full.yaml", state)
+    state = random_official_state(golden_fixtures / f"keys_{name}_full.txt")
+    model = load_official(golden_fixtures / f"config_{name}_full.yaml", state)
     assert sum(p.numel() for p in model.parameters()) == parameters
     loaded = model.state_dict()
     key = "predictor.heads.class_embed.weight"
@@ -110,7 +111,7 @@ def test_full_size_configs_accept_exactly_the_official_keys(name, parameters, go
     missing_one = dict(state)
     missing_one.pop("sem_seg_head.predictor.decoder.layers.0.norm1.weight")
     with pytest.raises(CheckpointError, match="1 missing keys"):
-        load_official(golden_fixtures / f"config_{name}_r50_full.yaml", missing_one)
+        load_official(golden_fixtures / f"config_{name}_full.yaml", missing_one)
 
 
 def test_bad_inputs_are_one_clear_error(tmp_path, golden_fixtures):
