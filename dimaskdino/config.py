@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from dimaskdino.data.synthetic import SyntheticSpec
-from dimaskdino.modeling.backbone import ResNetConfig
+from dimaskdino.modeling.backbone import ResNetConfig, SwinConfig, backbone_from_official
 from dimaskdino.modeling.criterion import LossWeights
 from dimaskdino.modeling.encoder import EncoderConfig
 from dimaskdino.modeling.predictor import PredictorConfig
@@ -100,7 +100,9 @@ def load_official_config(path: str | Path) -> dict:
 class ModelConfig:
     """Everything needed to build a MaskDINO / DI-MaskDINO model."""
 
-    backbone: ResNetConfig = field(default_factory=lambda: ResNetConfig(stride_in_1x1=False))
+    # a ResNet or a Swin Transformer, told apart by their fields
+    backbone: ResNetConfig | SwinConfig = field(
+        default_factory=lambda: ResNetConfig(stride_in_1x1=False))
     encoder: EncoderConfig | None = None  # None: derived from the backbone's shapes
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -134,7 +136,7 @@ class ModelConfig:
         """From a config read by :func:`load_official_config`."""
         model = cfg["MODEL"]
         try:
-            backbone = ResNetConfig.from_official(model)
+            backbone = backbone_from_official(model)
             channels, strides = backbone.output_shapes()
             encoder = EncoderConfig.from_official(model, channels, strides)
             predictor = PredictorConfig.from_official(model)
@@ -249,6 +251,13 @@ def _coerce_union(value, args: tuple, path: str):
     if value is None and type(None) in args:
         return None
     options = [a for a in args if a is not type(None)]
+    classes = [a for a in options if dataclasses.is_dataclass(a)]
+    if isinstance(value, dict) and classes:
+        # a union of dataclasses (the backbones): the one whose fields fit the keys best,
+        # so that errors are reported against it
+        best = min(classes, key=lambda a: len(set(value) - {f.name for f in
+                                                             dataclasses.fields(a)}))
+        return _coerce(value, best, path)
     for arg in options[:-1]:
         try:
             return _coerce(value, arg, path)

@@ -44,9 +44,10 @@ def test_errors(tmp_path):
     (tmp_path / "bad.yaml").write_text("MODEL: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_official_config(tmp_path / "bad.yaml")
-    (tmp_path / "swin.yaml").write_text("MODEL:\n  BACKBONE:\n    NAME: D2SwinTransformer\n")
-    with pytest.raises(ConfigError, match="not a ResNet"):
-        ModelConfig.from_official(load_official_config(tmp_path / "swin.yaml"))
+    (tmp_path / "fpn.yaml").write_text("MODEL:\n  BACKBONE:\n    NAME: build_resnet_fpn\n")
+    with pytest.raises(ConfigError, match=r"MODEL\.BACKBONE\.NAME 'build_resnet_fpn' is not "
+                                          "supported"):
+        ModelConfig.from_official(load_official_config(tmp_path / "fpn.yaml"))
 
 
 def test_experiment_config_round_trips_through_plain_dicts():
