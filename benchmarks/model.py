@@ -1,12 +1,15 @@
-"""Eval-mode CPU time per image of DI-MaskDINO R50 vs MaskDINO R50, side by side.
+"""Eval-mode CPU time per image of DI-MaskDINO vs MaskDINO, side by side, on R50 and Swin-L.
 
 Both models at the same decoder depth (6 layers, 300 queries, 80 classes, the official
 DI-MaskDINO R50 shapes; MaskDINO = the same model with DI and BATO off), float32, one
 800x1216 image per call through ``predict`` (preprocessing, model, instance inference),
 each with the C++ CPU deformable-attention kernel and with the pure-PyTorch reference op.
-Weights are random: the time does not depend on their values.
+The Swin-L rows put the same models on the Swin-L backbone of the ``swinl-*`` presets
+(window 12, 5 feature levels with res2). Weights are random: the time does not depend on
+their values. There is no bfloat16 inference path yet, so all rows are float32.
 
     python benchmarks/model.py                 # 2 threads, median of 3 after a warm-up
+    python benchmarks/model.py --backbones swinl
 
 The four variants run round-robin, so slow spells of a shared machine hit all of them.
 """
@@ -21,19 +24,23 @@ from functools import partial
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dimaskdino.config import ModelConfig
+from dimaskdino.config import ModelConfig, swin_large
 from dimaskdino.modeling.backbone import ResNetConfig
 from dimaskdino.modeling.model import DIMaskDINO
 from dimaskdino.modeling.predictor import PredictorConfig
 from dimaskdino.ops import MSDeformAttn
 
+BACKBONES = {"r50": "R50", "swinl": "Swin-L"}
 
-def build(di: bool) -> DIMaskDINO:
+
+def build(di: bool, backbone: str = "r50") -> DIMaskDINO:
     predictor = PredictorConfig(num_classes=80, num_queries=300, dec_layers=6,
                                 first_selected_queries=600 if di else None,
                                 num_guiding_tokens=50 if di else None)
     config = ModelConfig(backbone=ResNetConfig(stride_in_1x1=False, freeze_at=0),
                          predictor=predictor)
+    if backbone == "swinl":
+        config = swin_large(config)
     return DIMaskDINO(config).eval()
 
 
@@ -77,11 +84,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backbones", default="r50,swinl",
+                        help="comma-separated, from: " + ", ".join(BACKBONES))
     args = parser.parse_args()
+    unknown = set(args.backbones.split(",")) - set(BACKBONES)
+    if unknown:
+        parser.error(f"unknown backbones {sorted(unknown)}; choose from {', '.join(BACKBONES)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     image = torch.randint(0, 256, (3, 800, 1216), dtype=torch.uint8)
-    models = {"DI-MaskDINO": build(di=True), "MaskDINO": build(di=False)}
+    for backbone in args.backbones.split(","):
+        benchmark(backbone, image, args)
+    rates = machine_gflops()
+    print("machine: " + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in rates.items()))
+
+
+def benchmark(backbone: str, image: torch.Tensor, args: argparse.Namespace) -> None:
+    """Time both models on ``backbone`` with both deformable-attention backends; print the
+    table."""
+    label = BACKBONES[backbone]
+    models = {"DI-MaskDINO": build(True, backbone), "MaskDINO": build(False, backbone)}
     gflop = {name: gflop_per_image(model, image) for name, model in models.items()}
     variants = [(name, backend) for backend in ("cpu", "reference") for name in models]
     times: dict[tuple[str, str], list[float]] = {variant: [] for variant in variants}
@@ -91,24 +113,21 @@ def main() -> None:
             elapsed = timed(partial(models[name].predict, [image]))
             if repeat:
                 times[(name, backend)].append(elapsed)
-                print(f"  {name:12s} {backend:9s} {elapsed:7.2f} s", flush=True)
+                print(f"  {name:12s} {label:6s} {backend:9s} {elapsed:7.2f} s", flush=True)
     rows = {variant: statistics.median(values) for variant, values in times.items()}
-    print(f"\n| model (R50, 6 decoder layers) | cpu op s/image | reference op s/image "
+    print(f"\n| model ({label}, 6 decoder layers) | cpu op s/image | reference op s/image "
           f"| reference / cpu |  ({args.threads} threads, float32, 800x1216)")
     print("|---|---:|---:|---:|")
     for name in models:
         cpu, ref = rows[(name, "cpu")], rows[(name, "reference")]
         print(f"| {name} | {cpu:.2f} | {ref:.2f} | {ref / cpu:.2f}x |")
-    print(f"DI-MaskDINO / MaskDINO GFLOP: {gflop['DI-MaskDINO']:.0f} / "
-          f"{gflop['MaskDINO']:.0f} = {gflop['DI-MaskDINO'] / gflop['MaskDINO']:.3f}")
-    rates = machine_gflops()
-    achieved = gflop["DI-MaskDINO"] / rows[("DI-MaskDINO", "cpu")]
-    print("machine: " + ", ".join(f"{name} {rate:.0f} GFLOP/s" for name, rate in rates.items())
-          + f"; the cpu-op DI-MaskDINO runs at {achieved:.0f} GFLOP/s")
+    print(f"{label}: DI-MaskDINO / MaskDINO GFLOP: {gflop['DI-MaskDINO']:.0f} / "
+          f"{gflop['MaskDINO']:.0f} = {gflop['DI-MaskDINO'] / gflop['MaskDINO']:.3f}; the "
+          f"cpu-op DI-MaskDINO runs at {gflop['DI-MaskDINO'] / rows[('DI-MaskDINO', 'cpu')]:.0f}"
+          " GFLOP/s")
     for backend in ("cpu", "reference"):
         ratio = rows[("DI-MaskDINO", backend)] / rows[("MaskDINO", backend)]
-        print(f"DI-MaskDINO / MaskDINO time, {backend} op: {ratio:.3f}")
-
+        print(f"{label}: DI-MaskDINO / MaskDINO time, {backend} op: {ratio:.3f}")
 
 if __name__ == "__main__":
     main()

@@ -94,11 +94,7 @@ def read_backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"backbone weights not found: {path}")
     if path.suffix == ".pkl":
-        with path.open("rb") as f:
-            try:
-                data = pickle.load(f, encoding="latin1")
-            except Exception as exc:
-                raise CheckpointError(f"cannot unpickle {path}: {exc}") from None
+        data = _unpickle(path)
         blobs = data.get("model", data.get("blobs", data)) if isinstance(data, dict) else None
         if not isinstance(blobs, Mapping):
             raise CheckpointError(f"{path} holds no 'model' or 'blobs' dict of arrays")
@@ -119,30 +115,96 @@ def read_backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def _unpickle(path: Path):
+    with path.open("rb") as f:
+        try:
+            return pickle.load(f, encoding="latin1")
+        except Exception as exc:
+            raise CheckpointError(f"cannot unpickle {path}: {exc}") from None
+
+
+# ImageNet Swin entries no detection backbone has: the classifier, its final norm, and the
+# fixed shift masks of classification Swin (rebuilt per input size here)
+_SWIN_CLASSIFIER = (re.compile(r"^(head|norm)\."), re.compile(r"\.attn_mask$"))
+
+
+def read_swin_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read ImageNet Swin weights in the official backbone's names.
+
+    Accepts the Swin repository's ``.pth`` (a dict whose ``model`` entry is the state dict,
+    keys ``layers.0.blocks.0.attn.qkv.weight``...) or a plain state dict, and the detectron2
+    ``.pkl`` MaskDINO's converter writes (``{"model": {name: tensor or array}, ...}``); a
+    ``backbone.`` prefix is removed. The classifier (``head.*``), its final ``norm.*`` and
+    ``attn_mask`` buffers are dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Swin weights not found: {path}")
+    data = _unpickle(path) if path.suffix == ".pkl" else read_torch_file(path)
+    if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
+        data = data["model"]
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path} holds no 'model' dict of Swin weights")
+    out = {}
+    for key, value in data.items():
+        name = str(key).removeprefix("backbone.")
+        if not any(pattern.search(name) for pattern in _SWIN_CLASSIFIER):
+            out[name] = torch.as_tensor(np.asarray(value) if not torch.is_tensor(value)
+                                        else value)
+    return out
+
+
+def load_swin_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load ImageNet Swin weights (see :func:`read_swin_weights`) into a
+    :class:`~dimaskdino.modeling.backbone.SwinTransformer`.
+
+    Every weight must find a parameter or buffer of the same shape (a different window size
+    shows as a bias-table shape), ``relative_position_index`` must equal the backbone's own;
+    only the detection backbone's output norms ``norm0..norm3`` may be missing (they keep
+    their initialisation, as in the official training).
+    """
+    _copy_weights(backbone.state_dict(), read_swin_weights(path), path, "Swin",
+                  lambda key: re.match(r"norm\d\.", key), check=_check_window_offsets)
+
+
+def _check_window_offsets(key: str, value: torch.Tensor, own: torch.Tensor) -> str | None:
+    if key.endswith("relative_position_index") and not torch.equal(value, own):
+        return f"{key} differs from the window's offsets"
+    return None
+
+
+def _copy_weights(own: dict[str, torch.Tensor], weights: Mapping[str, torch.Tensor],
+                  path: str | Path, what: str, may_miss, check=None) -> None:
+    """Copy ``weights`` into the state tensors ``own``: every weight must fit one of the same
+    shape (and pass ``check(key, weight, own_tensor)``, which returns an error or None), and
+    every ``own`` entry be given unless ``may_miss(key)``."""
+    unexpected = sorted(set(weights) - set(own))
+    if unexpected:
+        raise CheckpointError(f"{path}: {len(unexpected)} weights fit no {what} parameter, "
+                              f"e.g. {unexpected[0]!r}")
+    for key, value in weights.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, the backbone "
+                                  f"expects {tuple(own[key].shape)}")
+        if check is not None and (error := check(key, value, own[key])):
+            raise CheckpointError(f"{path}: {error}")
+    missing = [k for k in own if k not in weights and not may_miss(k)]
+    if missing:
+        raise CheckpointError(f"{path}: {len(missing)} {what} weights missing, "
+                              f"e.g. {missing[0]!r}")
+    with torch.no_grad():
+        for key, value in weights.items():
+            own[key].copy_(value)
+
+
 def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     """Load ImageNet weights into a detectron2-layout ResNet.
 
     Every weight of the file must find a parameter or buffer of the same shape; backbone
     entries the file lacks are allowed only for FrozenBatchNorm statistics (Caffe2 files).
     """
-    weights = read_backbone_weights(path)
-    own = backbone.state_dict()
-    unexpected = sorted(set(weights) - set(own))
-    if unexpected:
-        raise CheckpointError(f"{path}: {len(unexpected)} weights fit no backbone parameter, "
-                              f"e.g. {unexpected[0]!r}")
-    for key, value in weights.items():
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise CheckpointError(f"{path}: {key} has shape {tuple(value.shape)}, the backbone "
-                                  f"expects {tuple(own[key].shape)}")
-    missing = [k for k in own if k not in weights
-               and not k.endswith(("running_mean", "running_var"))]
-    if missing:
-        raise CheckpointError(f"{path}: {len(missing)} backbone weights missing, "
-                              f"e.g. {missing[0]!r}")
-    with torch.no_grad():
-        for key, value in weights.items():
-            own[key].copy_(value)
+    _copy_weights(backbone.state_dict(), read_backbone_weights(path), path, "backbone",
+                  lambda key: key.endswith(("running_mean", "running_var")))
 
 
 # Official (detectron2 / MaskDINO) key prefixes -> this package's, first match wins.

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from dimaskdino.data.synthetic import SyntheticSpec
-from dimaskdino.modeling.backbone import ResNetConfig
+from dimaskdino.modeling.backbone import ResNetConfig, SwinConfig, backbone_from_official
 from dimaskdino.modeling.criterion import LossWeights
 from dimaskdino.modeling.encoder import EncoderConfig
 from dimaskdino.modeling.predictor import PredictorConfig
@@ -100,7 +100,9 @@ def load_official_config(path: str | Path) -> dict:
 class ModelConfig:
     """Everything needed to build a MaskDINO / DI-MaskDINO model."""
 
-    backbone: ResNetConfig = field(default_factory=lambda: ResNetConfig(stride_in_1x1=False))
+    # a ResNet or a Swin Transformer, told apart by their fields
+    backbone: ResNetConfig | SwinConfig = field(
+        default_factory=lambda: ResNetConfig(stride_in_1x1=False))
     encoder: EncoderConfig | None = None  # None: derived from the backbone's shapes
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
@@ -134,7 +136,7 @@ class ModelConfig:
         """From a config read by :func:`load_official_config`."""
         model = cfg["MODEL"]
         try:
-            backbone = ResNetConfig.from_official(model)
+            backbone = backbone_from_official(model)
             channels, strides = backbone.output_shapes()
             encoder = EncoderConfig.from_official(model, channels, strides)
             predictor = PredictorConfig.from_official(model)
@@ -249,6 +251,13 @@ def _coerce_union(value, args: tuple, path: str):
     if value is None and type(None) in args:
         return None
     options = [a for a in args if a is not type(None)]
+    classes = [a for a in options if dataclasses.is_dataclass(a)]
+    if isinstance(value, dict) and classes:
+        # a union of dataclasses (the backbones): the one whose fields fit the keys best,
+        # so that errors are reported against it
+        best = min(classes, key=lambda a: len(set(value) - {f.name for f in
+                                                             dataclasses.fields(a)}))
+        return _coerce(value, best, path)
     for arg in options[:-1]:
         try:
             return _coerce(value, arg, path)
@@ -328,6 +337,19 @@ def _paper_model(num_classes: int, model: str) -> ModelConfig:
         num_guiding_tokens=50 if di else None))
 
 
+def swin_large(model: ModelConfig) -> ModelConfig:
+    """``model`` on the Swin-L backbone as the official Swin-L instance configs build it:
+    embed 192, depths (2, 2, 18, 2), window 12 (the ImageNet-22k 384 weights), res2..res5 in
+    the encoder plus one extra level (5 levels), ``bitmask`` box initialisation."""
+    backbone = SwinConfig(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48),
+                          window_size=12, pretrain_img_size=384, drop_path_rate=0.3)
+    channels, strides = backbone.output_shapes()
+    encoder = dataclasses.replace(model.encoder, in_channels=channels, in_strides=strides,
+                                  transformer_in_features=tuple(channels), total_levels=5)
+    predictor = dataclasses.replace(model.predictor, levels=5, initialize_box_type="bitmask")
+    return dataclasses.replace(model, backbone=backbone, encoder=encoder, predictor=predictor)
+
+
 def _tiny(model: str) -> ExperimentConfig:
     di = model == "dimaskdino"
     backbone = ResNetConfig(depth=18, stem_out_channels=32, res2_out_channels=32, norm="GN")
@@ -369,11 +391,23 @@ def _bdd100k(model: str) -> ExperimentConfig:
         solver=SolverConfig(batch_size=8, max_iter=68 * 875, steps=(50 * 875,)))
 
 
+def _on_swin_large(make):
+    """A preset maker with its model moved onto Swin-L (:func:`swin_large`)."""
+    def swin_preset(model: str) -> ExperimentConfig:
+        config = make(model)
+        config.model = swin_large(config.model)
+        return config
+    return swin_preset
+
+
 PRESETS = {
     "tiny": _tiny,
     "r50-coco-12ep": lambda model: _coco(model, "12ep"),
     "r50-coco-50ep": lambda model: _coco(model, "50ep"),
     "r50-bdd100k-68ep": _bdd100k,
+    "swinl-coco-12ep": _on_swin_large(lambda model: _coco(model, "12ep")),
+    "swinl-coco-50ep": _on_swin_large(lambda model: _coco(model, "50ep")),
+    "swinl-bdd100k-68ep": _on_swin_large(_bdd100k),
 }
 
 
@@ -383,6 +417,8 @@ def preset(name: str, model: str = "dimaskdino") -> ExperimentConfig:
     ``tiny``: a small model on the built-in synthetic data that trains on a CPU in minutes.
     ``r50-coco-12ep`` / ``r50-coco-50ep``: the paper's COCO schedules (batch 16, LSJ 1024).
     ``r50-bdd100k-68ep``: BDD100K, batch 8, 68 epochs, learning-rate drop at epoch 50.
+    ``swinl-*``: the same experiments on the Swin-L backbone (:func:`swin_large`), the
+    paper's Tab. 1 Swin-L rows.
     """
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")

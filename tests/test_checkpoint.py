@@ -1,4 +1,5 @@
-"""ImageNet backbone weights: torchvision and detectron2 (.pkl) layouts into our ResNet."""
+"""ImageNet backbone weights: torchvision and detectron2 (.pkl) layouts into our ResNet; the
+Swin repository's .pth and MaskDINO's .pkl into our Swin."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import pytest
 import torch
 import torchvision
 
-from dimaskdino.checkpoint import CheckpointError, load_backbone_weights, read_backbone_weights
-from dimaskdino.modeling.backbone import ResNet, ResNetConfig
+from dimaskdino.checkpoint import (
+    CheckpointError,
+    load_backbone_weights,
+    load_swin_weights,
+    read_backbone_weights,
+)
+from dimaskdino.modeling.backbone import ResNet, ResNetConfig, SwinConfig, SwinTransformer
 
 
 def randomized_torchvision_resnet50() -> torchvision.models.ResNet:
@@ -106,3 +112,71 @@ def test_errors_are_one_clear_line(tmp_path):
     bad.write_bytes(pickle.dumps({"blobs": {"res2_0_branch9_w": torch.zeros(1).numpy()}}))
     with pytest.raises(CheckpointError, match="unrecognised Caffe2 ResNet blob"):
         read_backbone_weights(bad)
+
+
+SWIN = SwinConfig(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4,
+                  drop_path_rate=0.0)
+
+
+def swin_repo_state(model: SwinTransformer) -> dict:
+    """``model``'s weights as the Swin repository's ImageNet classifier saves them: no
+    detection norms norm0..3, a final ``norm`` and ``head``, ``attn_mask`` buffers in the
+    shifted blocks."""
+    state = {k: v.clone() for k, v in model.state_dict().items()
+             if not k.startswith(("norm0", "norm1", "norm2", "norm3"))}
+    state["norm.weight"], state["norm.bias"] = torch.ones(128), torch.zeros(128)
+    state["head.weight"], state["head.bias"] = torch.randn(10, 128), torch.zeros(10)
+    for stage in range(4):
+        state[f"layers.{stage}.blocks.1.attn_mask"] = torch.zeros(4, 16, 16)
+    return state
+
+
+def assert_swin_loaded(target: SwinTransformer, source: SwinTransformer) -> None:
+    fresh = SwinTransformer(SWIN).state_dict()
+    for key, value in source.state_dict().items():
+        if key.startswith(("norm0", "norm1", "norm2", "norm3")):
+            assert torch.equal(target.state_dict()[key], fresh[key]), key  # initialisation
+        else:
+            assert torch.equal(target.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("layout", ["pth", "pkl", "pkl-numpy-prefixed"])
+def test_imagenet_swin_weights_load_from_every_layout(layout, tmp_path):
+    torch.manual_seed(1)
+    source = SwinTransformer(SWIN)
+    state = swin_repo_state(source)
+    if layout == "pth":
+        path = tmp_path / "swin.pth"
+        torch.save({"model": state, "optimizer": {}, "epoch": 90}, path)
+    else:  # MaskDINO's converter: {"model": the same dict, ...} pickled
+        if layout == "pkl-numpy-prefixed":
+            state = {f"backbone.{k}": v.numpy() for k, v in state.items()}
+        path = tmp_path / "swin.pkl"
+        path.write_bytes(pickle.dumps({"model": state, "__author__": "third_party",
+                                       "matching_heuristics": True}))
+    target = SwinTransformer(SWIN)
+    load_swin_weights(target, path)
+    assert_swin_loaded(target, source)
+
+
+def test_swin_weights_that_do_not_fit_are_one_clear_line(tmp_path):
+    source = SwinTransformer(SwinConfig(embed_dim=16, depths=(2, 2, 2, 2),
+                                        num_heads=(1, 2, 2, 4), window_size=7))
+    path = tmp_path / "window7.pth"
+    torch.save({"model": swin_repo_state(source)}, path)
+    with pytest.raises(CheckpointError, match=r"relative_position_bias_table has shape "
+                                              r"\(169, 1\), the backbone expects \(49, 1\)"):
+        load_swin_weights(SwinTransformer(SWIN), path)
+    partial = swin_repo_state(SwinTransformer(SWIN))
+    del partial["layers.2.blocks.0.mlp.fc1.weight"]
+    torch.save({"model": partial}, path)
+    with pytest.raises(CheckpointError, match="1 Swin weights missing"):
+        load_swin_weights(SwinTransformer(SWIN), path)
+    shuffled = swin_repo_state(SwinTransformer(SWIN))
+    shuffled["layers.1.blocks.1.attn.relative_position_index"] = \
+        shuffled["layers.1.blocks.1.attn.relative_position_index"].flip(0)
+    torch.save({"model": shuffled}, path)
+    with pytest.raises(CheckpointError, match="relative_position_index differs"):
+        load_swin_weights(SwinTransformer(SWIN), path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_swin_weights(SwinTransformer(SWIN), tmp_path / "missing.pkl")

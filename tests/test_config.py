@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from dimaskdino.config import ConfigError, ModelConfig, load_official_config
+from dimaskdino.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_official_config,
+    preset,
+)
+from dimaskdino.modeling.backbone import SwinConfig
 
 
 def test_base_chain_merges_relative_files_over_defaults(tmp_path):
@@ -44,9 +54,10 @@ def test_errors(tmp_path):
     (tmp_path / "bad.yaml").write_text("MODEL: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_official_config(tmp_path / "bad.yaml")
-    (tmp_path / "swin.yaml").write_text("MODEL:\n  BACKBONE:\n    NAME: D2SwinTransformer\n")
-    with pytest.raises(ConfigError, match="not a ResNet"):
-        ModelConfig.from_official(load_official_config(tmp_path / "swin.yaml"))
+    (tmp_path / "fpn.yaml").write_text("MODEL:\n  BACKBONE:\n    NAME: build_resnet_fpn\n")
+    with pytest.raises(ConfigError, match=r"MODEL\.BACKBONE\.NAME 'build_resnet_fpn' is not "
+                                          "supported"):
+        ModelConfig.from_official(load_official_config(tmp_path / "fpn.yaml"))
 
 
 def test_experiment_config_round_trips_through_plain_dicts():
@@ -98,3 +109,25 @@ def test_overrides_are_typed_and_checked():
         preset("huge")
     with pytest.raises(ConfigError, match="unknown model"):
         preset("tiny", "maskrcnn")
+
+
+@pytest.mark.parametrize("model", ["dimaskdino", "maskdino"])
+@pytest.mark.parametrize("name", ["swinl-coco-12ep", "swinl-coco-50ep"])
+def test_swin_large_presets(name, model):
+    config = preset(name, model)
+    r50 = preset(name.replace("swinl", "r50"), model)
+    backbone = config.model.backbone
+    assert isinstance(backbone, SwinConfig)
+    assert (backbone.embed_dim, backbone.depths, backbone.window_size) == (192, (2, 2, 18, 2),
+                                                                           12)
+    assert config.model.encoder.transformer_in_features == ("res2", "res3", "res4", "res5")
+    assert config.model.encoder.total_levels == config.model.predictor.levels == 5
+    assert config.model.encoder.in_channels == {"res2": 192, "res3": 384, "res4": 768,
+                                                "res5": 1536}
+    assert config.model.name == r50.model.name and config.solver == r50.solver
+    # the backbone type survives the plain-dict round trip; overrides reach its fields
+    assert config_from_dict(ExperimentConfig, config_to_dict(config)) == config
+    changed = apply_overrides(config, ["model.backbone.window_size=7"])
+    assert changed.model.backbone.window_size == 7
+    with pytest.raises(ConfigError, match=r"unknown config key 'model\.backbone\.depth'"):
+        apply_overrides(config, ["model.backbone.depth=50"])

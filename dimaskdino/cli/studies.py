@@ -68,6 +68,8 @@ def run_ablation(
     data: Annotated[str | None, typer.Option(
         help="Dataset spec for the small and paper scales: coco:ROOT, bdd100k:ROOT (paper: "
              "these two), coco-json:ANN.json:IMAGE_DIR, synthetic.")] = None,
+    backbone: Annotated[str, typer.Option(
+        help="r50 | swinl (Swin-L, the swinl-* presets): small and paper scales.")] = "r50",
     tracking_uri: Annotated[str | None, typer.Option(
         help="MLflow tracking URI (default: sqlite:///OUT/mlflow.db).")] = None,
     out: Annotated[Path, typer.Option(
@@ -106,14 +108,15 @@ def run_ablation(
         chosen = get_study(study)
         check_executor(executor)
         sets = list(overrides or [])
-        jobs = plan_study(chosen, scale, seeds, data, sets, out)
+        jobs = plan_study(chosen, scale, seeds, data, sets, out, backbone)
         uri = tracking_uri or (sqlite_uri(out) if dry_run else default_tracking_uri(out))
         states = inspect_study(jobs, uri)
         if dry_run:
             console.print(plan_table(chosen, states))
             console.print(f"scale {scale}, {len(jobs)} runs, tracking {uri}; nothing was run")
             return
-        params = {"study": chosen.name, "scale": scale, "seeds": str(seeds),
+        params = {"study": chosen.name, "scale": scale, "backbone": backbone,
+                  "seeds": str(seeds),
                   "data": data or "synthetic", "set": " ".join(sets) or "-",
                   "executor": executor, "out": str(out)}
         resources = SlurmResources(partition, gpus_per_node, cpus_per_task, time, mem_gb,

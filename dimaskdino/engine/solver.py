@@ -1,7 +1,8 @@
 """AdamW parameter groups and the warm-up + step learning-rate schedule.
 
 As the official training: backbone parameters learn at ``backbone_multiplier`` times the
-base rate; normalization layers and embeddings get no weight decay.
+base rate; normalization layers and embeddings (Swin's relative position bias tables and
+absolute position embedding among them) get no weight decay.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import torch
 from torch import nn
 
 NORM_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
+# parameters that are embeddings by name (the official WEIGHT_DECAY_EMBED, 0)
+EMBEDDING_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
 
 
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
@@ -21,12 +24,13 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float,
     groups: dict[tuple[float, float], dict] = {}
     seen: set[int] = set()
     for module_name, module in model.named_modules():
-        for param in module.parameters(recurse=False):
+        for name, param in module.named_parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:
                 continue
             seen.add(id(param))
             scale = backbone_multiplier if module_name.startswith("backbone") else 1.0
-            no_decay = isinstance(module, (*NORM_TYPES, nn.Embedding))
+            no_decay = isinstance(module, (*NORM_TYPES, nn.Embedding)) or \
+                name in EMBEDDING_NAMES
             decay = 0.0 if no_decay else weight_decay
             group = groups.setdefault((scale, decay), {"params": [], "lr": lr * scale,
                                                        "lr_scale": scale,

@@ -1,9 +1,21 @@
 """The MaskDINO encoder (the pixel decoder of the segmentation literature).
 
-Backbone maps res3..res5 are projected to ``conv_dim`` channels (1x1 conv + GroupNorm),
-one or more extra levels are made by 3x3 stride-2 convolutions from res5, and deformable
-self-attention layers refine all tokens together. The first (stride-8) output is then fused
-FPN-style with res2 into the stride-4 ``mask_features`` that every mask is predicted from.
+Backbone maps (res3..res5, or res2..res5) are projected to ``conv_dim`` channels (1x1 conv +
+GroupNorm), extra levels, if any, are made by 3x3 stride-2 convolutions from the coarsest
+one, and deformable self-attention layers refine all tokens together. The finest output is
+then fused FPN-style with res2 into the stride-4 ``mask_features`` that every mask is
+predicted from.
+
+``feature_order`` is the official ``FEATURE_ORDER``; it sets the encoder's level order (the
+name says little; the official code's arithmetic, with strides for res3..res5 + 2 extras):
+
+* ``low2high``: the backbone levels fine to coarse, then the extras coarsest first
+  (``[8, 16, 32, 128, 64]``); ``input_proj.<i>`` projects the i-th finest backbone level;
+* ``high2low``: the extras coarsest first, then the backbone levels coarse to fine
+  (``[128, 64, 32, 16, 8]``); ``input_proj.<i>`` projects the i-th coarsest backbone level.
+
+The extras are ``input_proj.<n>``, ``input_proj.<n+1>``... (stride 64 first) in both orders;
+level embeddings and the attention's level axis follow the encoder order.
 
 Module names follow the official ``sem_seg_head.pixel_decoder`` so its weights load by key.
 """
@@ -21,6 +33,8 @@ from dimaskdino.modeling.backbone import ConvNorm, group_norm
 from dimaskdino.modeling.heads import feed_forward
 from dimaskdino.modeling.levels import flatten_levels, level_positions, pixel_centres
 from dimaskdino.ops import MSDeformAttn
+
+FEATURE_ORDERS = ("low2high", "high2low")
 
 
 @dataclass
@@ -40,6 +54,15 @@ class EncoderConfig:
     transformer_in_features: tuple[str, ...] = ("res3", "res4", "res5")
     total_levels: int = 4
     common_stride: int = 4
+    feature_order: str = "low2high"
+
+    def __post_init__(self) -> None:
+        if self.feature_order not in FEATURE_ORDERS:
+            raise ValueError(f"FEATURE_ORDER {self.feature_order!r} is not supported; choose "
+                             f"one of {', '.join(FEATURE_ORDERS)}")
+        if self.total_levels < len(self.transformer_in_features):
+            raise ValueError(f"TOTAL_NUM_FEATURE_LEVELS {self.total_levels} is fewer than the "
+                             f"{len(self.transformer_in_features)} encoder input features")
 
     @classmethod
     def from_official(cls, model: dict, in_channels: dict[str, int],
@@ -48,10 +71,8 @@ class EncoderConfig:
         head, maskdino = model["SEM_SEG_HEAD"], model["MaskDINO"]
         if head.get("PIXEL_DECODER_NAME", "MaskDINOEncoder") != "MaskDINOEncoder":
             raise ValueError(f"pixel decoder {head['PIXEL_DECODER_NAME']!r} is not supported")
-        if head.get("FEATURE_ORDER", "low2high") != "low2high":
-            raise ValueError("only FEATURE_ORDER low2high (every official config) is supported")
         if head.get("NORM", "GN") != "GN":
-            raise ValueError(f"encoder norm {head['NORM']!r} is not supported (only GN)")
+            raise ValueError(f"SEM_SEG_HEAD.NORM {head['NORM']!r} is not supported (only GN)")
         used = [f for f in head.get("IN_FEATURES", list(in_channels)) if f in in_channels]
         return cls(
             in_channels={f: in_channels[f] for f in used},
@@ -65,6 +86,7 @@ class EncoderConfig:
             transformer_in_features=tuple(head["DEFORMABLE_TRANSFORMER_ENCODER_IN_FEATURES"]),
             total_levels=head["TOTAL_NUM_FEATURE_LEVELS"],
             common_stride=head["COMMON_STRIDE"],
+            feature_order=head.get("FEATURE_ORDER", "high2low"),
         )
 
 
@@ -150,8 +172,9 @@ class MaskDINOEncoder(nn.Module):
     ``forward(features)`` with ``features[name]`` ``(B, C_name, H_name, W_name)`` for res2..res5
     returns a dict:
 
-    * ``multi_scale_features``: ``total_levels`` maps ``(B, conv_dim, H_l, W_l)``, high
-      resolution first (strides 8, 16, 32, 64 for the official configs);
+    * ``multi_scale_features``: ``total_levels`` maps ``(B, conv_dim, H_l, W_l)`` in the
+      encoder's level order (see the module docstring; the R50 ``low2high`` configs: strides
+      8, 16, 32, 64);
     * ``mask_features``: ``(B, mask_dim, H/4, W/4)``;
     * ``memory``: ``(B, S, conv_dim)`` the encoder tokens in the same level order;
     * ``spatial_shapes`` ``(L, 2)`` and ``level_start_index`` ``(L,)`` of ``memory``.
@@ -161,11 +184,14 @@ class MaskDINOEncoder(nn.Module):
         super().__init__()
         self.config = config
         dim = config.conv_dim
-        # transformer levels from high to low resolution, then the extra downsampled ones
-        self.levels = sorted(config.transformer_in_features, key=config.in_strides.__getitem__)
-        lowest = self.levels[-1]
+        # the backbone levels in input_proj order, then the extra downsampled ones
+        fine_to_coarse = sorted(config.transformer_in_features,
+                                key=config.in_strides.__getitem__)
+        self.low2high = config.feature_order == "low2high"
+        self.levels = fine_to_coarse if self.low2high else fine_to_coarse[::-1]
+        self.coarsest = fine_to_coarse[-1]
         projections = [input_projection(config.in_channels[name], dim, 1) for name in self.levels]
-        in_channels = config.in_channels[lowest]
+        in_channels = config.in_channels[self.coarsest]
         for _ in range(config.total_levels - len(self.levels)):
             projections.append(input_projection(in_channels, dim, 3, stride=2))
             in_channels = dim
@@ -177,6 +203,8 @@ class MaskDINOEncoder(nn.Module):
         self.mask_features = nn.Conv2d(dim, config.mask_dim, 1)
         # FPN levels between the encoder's finest stride and common_stride (res2 for 8 -> 4)
         finest = min(config.in_strides[name] for name in self.levels)
+        # where the finest backbone level sits in the encoder order
+        self.finest_index = 0 if self.low2high else config.total_levels - 1
         fpn_count = max(int(math.log2(finest) - math.log2(config.common_stride)), 1)
         by_stride = sorted(config.in_channels, key=config.in_strides.__getitem__)
         self.fpn_features = by_stride[:fpn_count]
@@ -192,10 +220,11 @@ class MaskDINOEncoder(nn.Module):
 
     def forward(self, features: dict[str, torch.Tensor]) -> dict:
         maps = [proj(features[name]) for proj, name in zip(self.input_proj, self.levels)]
-        extra = features[self.levels[-1]]
+        extra, extras = features[self.coarsest], []
         for proj in self.input_proj[len(self.levels):]:
             extra = proj(extra)
-            maps.append(extra)
+            extras.insert(0, extra)  # coarsest first
+        maps = maps + extras if self.low2high else extras + maps
         memory, spatial_shapes, level_start_index = self.transformer(maps)
         batch, dim = memory.shape[0], memory.shape[-1]
         outputs = [
@@ -206,7 +235,8 @@ class MaskDINOEncoder(nn.Module):
         for index in range(len(self.fpn_features), 0, -1):  # coarse to fine
             # as the official code does, every FPN level upsamples the finest encoder map
             lateral = getattr(self, f"adapter_{index}")(features[self.fpn_features[index - 1]])
-            fused = lateral + F.interpolate(outputs[0], size=lateral.shape[-2:],
+            fused = lateral + F.interpolate(outputs[self.finest_index],
+                                            size=lateral.shape[-2:],
                                             mode="bilinear", align_corners=False)
             fused = F.relu(getattr(self, f"layer_{index}")(fused))
         return {

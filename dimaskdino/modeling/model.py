@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dimaskdino.config import ModelConfig
-from dimaskdino.modeling.backbone import ResNet
+from dimaskdino.modeling.backbone import build_backbone
 from dimaskdino.modeling.box_ops import box_xyxy_to_cxcywh
 from dimaskdino.modeling.encoder import MaskDINOEncoder
 from dimaskdino.modeling.postprocess import instance_inference
@@ -45,7 +45,7 @@ class DIMaskDINO(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = ResNet(config.backbone)
+        self.backbone = build_backbone(config.backbone)
         self.encoder = MaskDINOEncoder(config.encoder)
         self.predictor = MaskDINOPredictor(config.predictor)
         # float32 roundings of the config values, as the official buffers hold

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from dimaskdino.modeling.bato import BalanceAwareTokens
-from dimaskdino.modeling.box_ops import inverse_sigmoid, mask_logits_to_boxes
+from dimaskdino.modeling.box_ops import BOX_RULES, inverse_sigmoid, mask_logits_to_boxes
 from dimaskdino.modeling.decoder import DeformableDecoder
 from dimaskdino.modeling.denoising import make_denoising_queries
 from dimaskdino.modeling.di import DeImbalance
@@ -44,6 +44,9 @@ from dimaskdino.modeling.position import sine_box_embedding
 from dimaskdino.modeling.selection import QuerySelection
 
 GUIDANCE = ("qbal", "ts2", "ts1")
+# decoder box initialisation: from the selected tokens' masks by a BOX_RULES rule, or "no":
+# their encoder boxes
+BOX_INITS = (*BOX_RULES, "no")
 
 
 @dataclass
@@ -89,6 +92,9 @@ class PredictorConfig:
             raise ValueError(f"bato_guidance {self.bato_guidance!r}: choose one of "
                              f"{', '.join(GUIDANCE)} (the paper's gui.=Ti is DI off: "
                              "first_selected_queries=null)")
+        if self.initialize_box_type not in BOX_INITS:
+            raise ValueError(f"INITIALIZE_BOX_TYPE {self.initialize_box_type!r} is not "
+                             f"supported; choose one of {', '.join(BOX_INITS)}")
         di = self.first_selected_queries is not None
         if not di and (self.extra_selected_queries or self.bato_guidance != "qbal"):
             raise ValueError("extra_selected_queries and bato_guidance ts1 / ts2 need DI "
@@ -101,19 +107,17 @@ class PredictorConfig:
     def from_official(cls, model: dict) -> PredictorConfig:
         """From the ``MODEL`` section of an official config."""
         maskdino, head = model["MaskDINO"], model["SEM_SEG_HEAD"]
-        if not maskdino.get("TWO_STAGE", True):
-            raise ValueError("only two-stage MaskDINO (every official config) is supported")
-        if not maskdino.get("INITIAL_PRED", True):
-            raise ValueError("only INITIAL_PRED: true (every official config) is supported")
-        if maskdino.get("LEARN_TGT", False):
-            raise ValueError("LEARN_TGT: true is not supported")
-        if head["CONVS_DIM"] != maskdino["HIDDEN_DIM"] or maskdino.get("ENFORCE_INPUT_PROJ"):
-            raise ValueError("decoder input projections (CONVS_DIM != HIDDEN_DIM or "
-                             "ENFORCE_INPUT_PROJ) are not supported")
+        for key, supported in (("TWO_STAGE", True), ("INITIAL_PRED", True),
+                               ("LEARN_TGT", False), ("ENFORCE_INPUT_PROJ", False)):
+            if bool(maskdino.get(key, supported)) != supported:
+                raise ValueError(f"MaskDINO.{key} {maskdino[key]!r} is not supported "
+                                 f"(only {supported})")
+        if head["CONVS_DIM"] != maskdino["HIDDEN_DIM"]:
+            raise ValueError(f"SEM_SEG_HEAD.CONVS_DIM {head['CONVS_DIM']} != MaskDINO.HIDDEN_DIM "
+                             f"{maskdino['HIDDEN_DIM']} (decoder input projections) is not "
+                             "supported")
         di_maskdino = maskdino.get("TRANSFORMER_DECODER_NAME") == "DIMaskDINODecoder"
         box_init = maskdino.get("INITIALIZE_BOX_TYPE", "mask2box")
-        if box_init not in ("mask2box", "no"):
-            raise ValueError(f"INITIALIZE_BOX_TYPE {box_init!r} is not supported")
         return cls(
             num_classes=head["NUM_CLASSES"],
             hidden_dim=maskdino["HIDDEN_DIM"],
@@ -136,16 +140,16 @@ class PredictorConfig:
 class MaskDINOPredictor(nn.Module):
     """From encoder maps to class, box and mask predictions of every decoder layer.
 
-    ``forward(multi_scale_features, mask_features)`` takes the encoder's maps (high
-    resolution first) and ``mask_features (B, D, H/4, W/4)`` and returns a dict:
+    ``forward(multi_scale_features, mask_features)`` takes the encoder's maps (in its
+    level order) and ``mask_features (B, D, H/4, W/4)`` and returns a dict:
 
-    * ``memory``, ``spatial_shapes``, ``level_start_index``: the decoder's tokens, coarsest
-      level first;
+    * ``memory``, ``spatial_shapes``, ``level_start_index``: the decoder's tokens, the
+      encoder's levels last to first (as the official decoder flattens them);
     * ``selection``: :class:`QuerySelection`'s outputs (all tokens and the top-k, k = k1
       with DI, else ``num_queries``);
     * ``interm``: predictions of the selected tokens (``pred_logits (B, k, K)``,
       ``pred_boxes (B, k, 4)`` normalized cxcywh, ``pred_masks (B, k, H/4, W/4)``);
-    * ``initial_boxes_unsigmoid (B, k, 4)``: their boxes from ``mask2box``;
+    * ``initial_boxes_unsigmoid (B, k, 4)``: their boxes by ``initialize_box_type``;
     * ``di`` (DI on): :class:`DeImbalance`'s outputs; ``di_extra``: those of the further
       selection stages (``extra_selected_queries``), in order;
     * ``refpoints_unsigmoid (B, Q, 4)`` and ``tgt (B, Q, C)``: the decoder's input queries;
@@ -225,8 +229,9 @@ class MaskDINOPredictor(nn.Module):
         selection = self.selection(memory, spatial_shapes, first_k, self.heads)
         interm = self.predict_layer(selection["content"], mask_features,
                                     selection["boxes_unsigmoid"].sigmoid())
-        if config.initialize_box_type == "mask2box":
-            boxes_unsigmoid = mask_logits_to_boxes(interm["pred_masks"])
+        if config.initialize_box_type in BOX_RULES:
+            boxes_unsigmoid = mask_logits_to_boxes(interm["pred_masks"],
+                                                   config.initialize_box_type)
         else:
             boxes_unsigmoid = selection["boxes_unsigmoid"].detach()
         tgt = selection["content"].detach()

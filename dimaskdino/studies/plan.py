@@ -1,5 +1,6 @@
 """A study at one scale, expanded into cell jobs: one per (cell, seed), each with every
-override it needs and its own directory ``OUT/STUDY/SCALE/CELL/seedS``.
+override it needs and its own directory ``OUT/STUDY/SCALE/CELL/seedS`` (``SCALE-swinl`` on
+the Swin-L backbone).
 
 Overrides apply in this order: the scale's (dataset, schedule), the user's ``--set`` items,
 the cell's own (scaled at the tiny scale, so a cell's switches win over ``--set``), then
@@ -50,12 +51,15 @@ def config_hash(config: ExperimentConfig) -> str:
 
 
 def plan_study(study: Study, scale: str, seeds: int, data: str | None,
-               sets: list[str], out: Path) -> list[CellJob]:
-    """The jobs of ``study`` at ``scale``, seeds ``0..seeds-1``, cell-major; every config is
-    built once here, so a bad ``--set`` or cell override fails before anything runs."""
+               sets: list[str], out: Path, backbone: str = "r50") -> list[CellJob]:
+    """The jobs of ``study`` at ``scale`` (on ``backbone``), seeds ``0..seeds-1``,
+    cell-major; every config is built once here, so a bad ``--set`` or cell override fails
+    before anything runs."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, not {seeds}")
-    base = scale_base(scale, study, data)
+    base = scale_base(scale, study, data, backbone)
+    # a Swin-L study keeps its cells apart from the R50 one's: OUT/STUDY/SCALE-swinl/...
+    folder = scale if backbone == "r50" else f"{scale}-{backbone}"
     jobs = []
     for cell in study.cells:
         own = scale_selection(cell.overrides, tiny_factor()) if scale == "tiny" \
@@ -63,7 +67,7 @@ def plan_study(study: Study, scale: str, seeds: int, data: str | None,
         for seed in range(seeds):
             job = CellJob(study.name, cell.name, cell.model, scale, seed, base.preset,
                           (*base.overrides, *sets, *own, f"solver.seed={seed}"), own,
-                          str(out / study.name / scale / cell.name / f"seed{seed}"))
+                          str(out / study.name / folder / cell.name / f"seed{seed}"))
             job.config()
             jobs.append(job)
     return jobs

@@ -15,6 +15,9 @@
 * ``paper``: the paper's schedules, ``r50-coco-12ep`` for ``--data coco:ROOT`` and
   ``r50-bdd100k-68ep`` for ``--data bdd100k:ROOT``, limited to the datasets the paper ran
   the study on (the imbalance-tolerance test: BDD100K only).
+
+The ``small`` and ``paper`` scales run on the R50 (``--backbone r50``) or on Swin-L
+(``--backbone swinl``: the ``swinl-*`` presets, same schedules); ``tiny`` is R18-sized.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dimaskdino.data.specs import resolve_dataset
 from dimaskdino.studies.registry import Study
 
 SCALES = ("tiny", "small", "paper")
+BACKBONES = ("r50", "swinl")
 PAPER_PRESETS = {"coco": "r50-coco-12ep", "bdd100k": "r50-bdd100k-68ep"}
 TINY_SCHEDULE = ("solver.max_iter=600", "solver.steps=[500]", "solver.checkpoint_period=100")
 SMALL_SCHEDULE = ("solver.batch_size=8", "solver.max_iter=5000", "solver.steps=[4000]",
@@ -85,11 +89,24 @@ def _num_classes(data: str) -> int:
         return len(json.load(handle).get("categories", []))
 
 
-def scale_base(scale: str, study: Study, data: str | None) -> ScaleBase:
-    """The preset and first overrides of ``study`` at ``scale`` on dataset spec ``data``;
-    ConfigError (or DatasetError for a spec that does not resolve) on bad input."""
+def _on_backbone(name: str, backbone: str) -> str:
+    """The preset ``name`` (an ``r50-*`` one) for ``backbone``."""
+    return f"{backbone}-{name.removeprefix('r50-')}"
+
+
+def scale_base(scale: str, study: Study, data: str | None, backbone: str = "r50"
+               ) -> ScaleBase:
+    """The preset and first overrides of ``study`` at ``scale`` on dataset spec ``data``
+    with ``backbone`` (:data:`BACKBONES`, small and paper scales); ConfigError (or
+    DatasetError for a spec that does not resolve) on bad input."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
+    if backbone not in BACKBONES:
+        raise ConfigError(f"unknown backbone {backbone!r}; choose one of "
+                          f"{', '.join(BACKBONES)}")
+    if scale == "tiny" and backbone != "r50":
+        raise ConfigError(f"--backbone {backbone} runs at the small and paper scales; the "
+                          "tiny scale has its own small backbone")
     if scale == "tiny":
         if data not in (None, "synthetic"):
             raise ConfigError("the tiny scale trains on the synthetic data; drop --data or "
@@ -102,7 +119,7 @@ def scale_base(scale: str, study: Study, data: str | None) -> ScaleBase:
     if scale == "small":
         name = PAPER_PRESETS["bdd100k" if _kind(data) == "bdd100k" else "coco"]
         classes = f"model.predictor.num_classes={_num_classes(data)}"
-        return ScaleBase(name, (dataset, classes, *SMALL_SCHEDULE))
+        return ScaleBase(_on_backbone(name, backbone), (dataset, classes, *SMALL_SCHEDULE))
     if _kind(data) not in PAPER_PRESETS or not data.partition(":")[2]:
         raise ConfigError("the paper scale runs on coco:ROOT or bdd100k:ROOT, not "
                           f"{data!r} (use --scale small for other datasets)")
@@ -111,4 +128,4 @@ def scale_base(scale: str, study: Study, data: str | None) -> ScaleBase:
                           f"{' and '.join(study.datasets)} only; give --data "
                           f"{study.datasets[0]}:ROOT or use --scale small")
     resolve_dataset(data, "val")
-    return ScaleBase(PAPER_PRESETS[_kind(data)], (dataset,))
+    return ScaleBase(_on_backbone(PAPER_PRESETS[_kind(data)], backbone), (dataset,))

@@ -7,6 +7,7 @@ import torch
 
 from dimaskdino.config import SolverConfig, preset
 from dimaskdino.engine.solver import build_optimizer, lr_factor, set_learning_rate
+from dimaskdino.modeling.backbone import SwinConfig, SwinTransformer
 from dimaskdino.modeling.model import DIMaskDINO
 
 
@@ -25,6 +26,19 @@ def test_groups_scale_the_backbone_and_spare_norms_and_embeddings():
     assert where[id(named["predictor.heads.class_embed.weight"])]["weight_decay"] == 0.05
     assert where[id(named["predictor.heads.class_embed.weight"])]["lr"] == 2e-4
     assert where[id(named["encoder.transformer.level_embed"])]["weight_decay"] == 0.05
+
+
+def test_swin_position_tables_get_no_weight_decay():
+    backbone = SwinTransformer(SwinConfig(embed_dim=16, depths=(2, 2, 2, 2),
+                                          num_heads=(1, 2, 2, 4), window_size=4, ape=True))
+    model = torch.nn.ModuleDict({"backbone": backbone})
+    optimizer = build_optimizer(model, SolverConfig(weight_decay=0.05))
+    where = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    table = "backbone.layers.0.blocks.0.attn.relative_position_bias_table"
+    assert where[id(named[table])]["weight_decay"] == 0.0
+    assert where[id(named["backbone.absolute_pos_embed"])]["weight_decay"] == 0.0
+    assert where[id(named["backbone.layers.0.blocks.0.attn.qkv.weight"])]["weight_decay"] == 0.05
 
 
 def test_warmup_and_steps():

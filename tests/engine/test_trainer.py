@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from dimaskdino.checkpoint import load_model
 from dimaskdino.config import apply_overrides, preset
 from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
 from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint
 from dimaskdino.engine.trainer import Trainer, TrainingError
+from dimaskdino.modeling.backbone import SwinConfig, SwinTransformer
 
 
 def dimask(*args: str, env: dict | None = None) -> subprocess.Popen:
@@ -116,3 +120,20 @@ def test_a_non_finite_loss_stops_with_the_last_good_checkpoint(tmp_path, micro_o
         Trainer(config, tmp_path / "run", progress=False).run()
     assert last_checkpoint(tmp_path / "run").name == "model_0000002.pth"
     assert not (tmp_path / "run" / "model_final.pth").exists()
+
+
+@pytest.mark.slow
+def test_dimaskdino_with_a_swin_backbone_trains_and_reloads(tmp_path, micro_overrides):
+    config = apply_overrides(preset("tiny"), [*micro_overrides, "solver.max_iter=4",
+                                              "solver.checkpoint_period=4"])
+    swin = SwinConfig(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+                      window_size=7, drop_path_rate=0.1)
+    config.model = dataclasses.replace(config.model, backbone=swin)
+    assert config.model.name == "DI-MaskDINO"
+    result = Trainer(config, tmp_path / "run", progress=False).run()
+    assert result.iteration == 4
+    recorded = losses(tmp_path / "run")
+    assert len(recorded) == 4 and all(math.isfinite(x) for x in recorded)
+    assert set(result.metrics) == {"bbox", "segm"}
+    model, reloaded = load_model(tmp_path / "run" / "model_final.pth")
+    assert isinstance(model.backbone, SwinTransformer) and reloaded.model.backbone == swin

@@ -9,7 +9,7 @@ import yaml
 from dimaskdino.modeling.encoder import EncoderConfig, MaskDINOEncoder
 from dimaskdino.modeling.position import sine_position_embedding
 
-FIXTURES = ("dimaskdino_tiny", "maskdino_tiny")
+FIXTURES = ("dimaskdino_tiny", "maskdino_tiny", "maskdino_r50_3s_tiny")
 PREFIX = "sem_seg_head.pixel_decoder."
 TOLERANCE = 1e-9
 
@@ -21,10 +21,11 @@ def official_encoder(folder) -> MaskDINOEncoder:
     channels = {name: f.shape[1] for name, f in backbone.items()}
     strides = {name: 4 * 2 ** i for i, name in enumerate(backbone)}
     encoder = MaskDINOEncoder(EncoderConfig.from_official(config["MODEL"], channels, strides))
+    encoder = encoder.double()  # before loading: float64 weights must not round to float32
     state = torch.load(folder / "state_dict.pt", weights_only=True)
     encoder.load_state_dict({k.removeprefix(PREFIX): v for k, v in state.items()
                              if k.startswith(PREFIX)}, strict=True)
-    return encoder.double().eval()
+    return encoder.eval()
 
 
 @pytest.mark.parametrize("name", FIXTURES)
@@ -72,3 +73,24 @@ def test_shapes_and_gradients_of_a_fresh_encoder():
     assert out["memory"].shape == (2, 384 + 96 + 24 + 6, 32)
     out["mask_features"].sum().backward()
     assert encoder.input_proj[0][0].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("order", "strides"), [("low2high", [8, 16, 32, 128, 64]),
+                                                ("high2low", [128, 64, 32, 16, 8])])
+def test_feature_order_sets_the_level_order(order, strides):
+    """The official level orders with two extra levels (the module docstring's table)."""
+    config = EncoderConfig(in_channels={"res2": 8, "res3": 16, "res4": 32, "res5": 64},
+                           in_strides={"res2": 4, "res3": 8, "res4": 16, "res5": 32},
+                           conv_dim=32, mask_dim=16, layers=1, heads=4, dim_feedforward=64,
+                           total_levels=5, feature_order=order)
+    encoder = MaskDINOEncoder(config)
+    features = {name: torch.randn(1, c, 256 // s, 256 // s)
+                for (name, c), s in zip(config.in_channels.items(), (4, 8, 16, 32))}
+    with torch.no_grad():
+        out = encoder(features)
+    assert out["spatial_shapes"][:, 0].tolist() == [256 // s for s in strides]
+    # input_proj.0 projects the finest backbone level with low2high, the coarsest otherwise
+    assert encoder.input_proj[0][0].in_channels == (16 if order == "low2high" else 64)
+    assert encoder.input_proj[3][0].in_channels == 64  # the first extra level, from res5
+    with pytest.raises(ValueError, match="FEATURE_ORDER 'sideways'"):
+        EncoderConfig(in_channels={}, in_strides={}, feature_order="sideways")

@@ -8,7 +8,7 @@ import torch
 from dimaskdino.checkpoint import CheckpointError, load_official
 from dimaskdino.config import ConfigError
 
-FIXTURES = ("dimaskdino_tiny", "maskdino_tiny")
+FIXTURES = ("dimaskdino_tiny", "maskdino_tiny", "maskdino_r50_3s_tiny", "maskdino_swin_tiny")
 ATOL = 1e-6
 
 
@@ -45,7 +45,7 @@ def test_every_layer_matches(official_run):
 
 def test_selections_are_identical(official_run):
     name, _, got, want = official_run
-    if name == "maskdino_tiny":
+    if name.startswith("maskdino"):
         assert torch.equal(got.outputs["selection"]["indices"], want["topk_indices"])
     else:
         assert torch.equal(got.outputs["selection"]["indices"],
@@ -85,24 +85,42 @@ def test_final_layer_only_prediction_gives_the_same_instances(official_run, gold
             assert torch.equal(a[key], b[key]), key
 
 
+def window_offsets_index(tokens: int) -> torch.Tensor:
+    """Swin's relative_position_index for a window of ``tokens`` = W * W tokens, written
+    from the fixture README's formula, pair by pair."""
+    window = int(tokens**0.5)
+    index = torch.empty(tokens, tokens, dtype=torch.long)
+    for p in range(tokens):
+        for q in range(tokens):
+            (yp, xp), (yq, xq) = divmod(p, window), divmod(q, window)
+            index[p, q] = (yp - yq + window - 1) * (2 * window - 1) + (xp - xq + window - 1)
+    return index
+
+
 def random_official_state(keys_file):
     """Random tensors of the listed shapes; equal shapes get equal values, so the official
-    aliases of shared modules hold identical tensors as in a real checkpoint."""
-    state = {}
+    aliases of shared modules hold identical tensors as in a real checkpoint. Swin's
+    integer relative_position_index buffers get their defined values."""
+    state, indices = {}, {}
     for line in keys_file.read_text().splitlines():
         key, shape, *_ = line.split("\t")
         dims = tuple(int(x) for x in shape.strip("()").split(",") if x.strip())
+        if key.endswith("relative_position_index"):
+            state[key] = indices.setdefault(dims, window_offsets_index(dims[0]))
+            continue
         generator = torch.Generator().manual_seed(hash(dims) % 2**31)
         state[key] = torch.randn(dims, generator=generator)
     return state
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "parameters"), [("dimaskdino", 52_286_232),
-                                                  ("maskdino", 52_058_004)])
+@pytest.mark.parametrize(("name", "parameters"), [("dimaskdino_r50", 52_286_232),
+                                                  ("maskdino_r50", 52_058_004),
+                                                  ("maskdino_r50_3s", 43_816_436),
+                                                  ("maskdino_swinl", 222_799_144)])
 def test_full_size_configs_accept_exactly_the_official_keys(name, parameters, golden_fixtures):
-    state = random_official_state(golden_fixtures / f"keys_{name}_r50_full.txt")
-    model = load_official(golden_fixtures / f"config_{name}_r50_full.yaml", state)
+    state = random_official_state(golden_fixtures / f"keys_{name}_full.txt")
+    model = load_official(golden_fixtures / f"config_{name}_full.yaml", state)
     assert sum(p.numel() for p in model.parameters()) == parameters
     loaded = model.state_dict()
     key = "predictor.heads.class_embed.weight"
@@ -110,7 +128,7 @@ def test_full_size_configs_accept_exactly_the_official_keys(name, parameters, go
     missing_one = dict(state)
     missing_one.pop("sem_seg_head.predictor.decoder.layers.0.norm1.weight")
     with pytest.raises(CheckpointError, match="1 missing keys"):
-        load_official(golden_fixtures / f"config_{name}_r50_full.yaml", missing_one)
+        load_official(golden_fixtures / f"config_{name}_full.yaml", missing_one)
 
 
 def test_bad_inputs_are_one_clear_error(tmp_path, golden_fixtures):

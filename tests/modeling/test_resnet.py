@@ -9,7 +9,7 @@ import yaml
 from dimaskdino.modeling.backbone import ResNet, ResNetConfig
 from dimaskdino.modeling.preprocess import batch_images
 
-FIXTURES = ("dimaskdino_tiny", "maskdino_tiny")
+FIXTURES = ("dimaskdino_tiny", "maskdino_tiny", "maskdino_r50_3s_tiny")
 
 
 def official_backbone(folder) -> tuple[ResNet, dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dimaskdino.config import ConfigError, apply_overrides, preset
+from dimaskdino.modeling.backbone import SwinConfig
 from dimaskdino.studies.plan import plan_study
 from dimaskdino.studies.registry import STUDIES, get_study
 from dimaskdino.studies.scales import scale_base, scale_selection
@@ -141,13 +142,19 @@ def test_tiny_scale_scales_the_selection_counts(tmp_path):
                                          f"seed{job.seed}")
 
 
-def test_scales_pick_presets_and_schedules(tmp_path):
-    modules = get_study("modules")
+def fake_coco(tmp_path):
+    """An (empty) COCO folder that resolves as ``coco:ROOT``."""
     coco = tmp_path / "coco"
     for split in ("train", "val"):
         (coco / f"{split}2017").mkdir(parents=True)
         (coco / "annotations").mkdir(exist_ok=True)
         (coco / "annotations" / f"instances_{split}2017.json").write_text("{}")
+    return coco
+
+
+def test_scales_pick_presets_and_schedules(tmp_path):
+    modules = get_study("modules")
+    coco = fake_coco(tmp_path)
     paper = scale_base("paper", modules, f"coco:{coco}")
     assert paper.preset == "r50-coco-12ep"
     small = scale_base("small", modules, f"coco:{coco}")
@@ -161,3 +168,20 @@ def test_scales_pick_presets_and_schedules(tmp_path):
         scale_base("small", modules, None)
     with pytest.raises(ConfigError, match="unknown scale"):
         scale_base("huge", modules, None)
+
+
+def test_swin_large_backbone_at_the_small_and_paper_scales(tmp_path):
+    modules = get_study("modules")
+    coco = fake_coco(tmp_path)
+    assert scale_base("paper", modules, f"coco:{coco}", "swinl").preset == "swinl-coco-12ep"
+    small = scale_base("small", modules, f"coco:{coco}", "swinl")
+    config = apply_overrides(preset(small.preset), list(small.overrides))
+    assert isinstance(config.model.backbone, SwinConfig)
+    assert config.model.backbone.embed_dim == 192 and config.solver.max_iter == 5000
+    jobs = plan_study(modules, "paper", 1, f"coco:{coco}", [], tmp_path, "swinl")
+    assert all("/paper-swinl/" in job.output_dir for job in jobs)
+    assert all(isinstance(job.config().model.backbone, SwinConfig) for job in jobs)
+    with pytest.raises(ConfigError, match="small and paper scales"):
+        scale_base("tiny", modules, None, "swinl")
+    with pytest.raises(ConfigError, match="unknown backbone 'vit'"):
+        scale_base("paper", modules, f"coco:{coco}", "vit")
