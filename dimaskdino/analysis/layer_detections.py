@@ -36,7 +36,7 @@ MAX_SIDE = 1024            # the longest side an image is drawn at
 PRECISIONS = ("auto", "fp32")  # auto = fp32 until bf16 inference exists
 GALLERY_IMAGES = 3         # the report's gallery: this many val images ...
 GALLERY_SCORE = 0.3        # ... with the detections scoring at least this
-GALLERY_MAX_SIDE = 384
+GALLERY_MAX_SIDE = 384     # ... drawn at most this large (small artifacts)
 GALLERY_RULE = (f"the {GALLERY_IMAGES} validation images with the most ground-truth objects "
                 "(crowd regions not counted; ties: the smaller image id)")
 
