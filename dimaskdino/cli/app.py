@@ -14,6 +14,7 @@ from dimaskdino.cli.probe import layer_probe
 from dimaskdino.cli.report import report
 from dimaskdino.cli.studies import run_ablation
 from dimaskdino.cli.training import evaluate, train
+from dimaskdino.cli.visualize import visualize
 
 app = typer.Typer(
     name="dimask",
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.command("train")(train)
 app.command("eval")(evaluate)
 app.command("layer-probe")(layer_probe)
+app.command("visualize")(visualize)
 app.command("run-ablation")(run_ablation)
 app.command("report")(report)
 app.command("demo")(demo)

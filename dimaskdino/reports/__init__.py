@@ -4,8 +4,9 @@ numbers), Figure 1-style first / last layer bars, per-layer AP and gap curves, t
 curves, the definitions and the run configuration.
 
 Modules: :mod:`~dimaskdino.reports.runs` (reading the store), ``definitions`` (layouts,
-paper columns, switch definitions), ``tables``, ``figures``, ``html`` (the template) and
-``build`` (:func:`write_report`).
+paper columns, switch definitions), ``tables``, ``figures``, ``drawing`` (pictures of
+detections, shared with ``dimask visualize``), ``gallery`` (the pictures of each study),
+``html`` (the template) and ``build`` (:func:`write_report`).
 """
 
 from dimaskdino.reports.build import write_report

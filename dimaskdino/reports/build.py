@@ -20,6 +20,7 @@ from dimaskdino import __version__
 from dimaskdino.fileio import atomic_write, atomic_write_text
 from dimaskdino.reports import figures
 from dimaskdino.reports.definitions import DATASET_NAMES, overview, reference, switches
+from dimaskdino.reports.gallery import section_gallery
 from dimaskdino.reports.html import render
 from dimaskdino.reports.runs import Section, load_sections
 from dimaskdino.reports.tables import display_table, latex, numeric_table, styled
@@ -98,6 +99,8 @@ def write_report(tracking_uri: str, studies: list[str] | None, out: Path) -> Pat
                                            figures.loss_curves)]
         charts += mine
         contexts.append(_section_context(section, styler, mine))
+        contexts[-1]["gallery"] = gallery = section_gallery(tracking_uri, section)
+        charts += [gallery] if gallery else []
     for chart in [*([figure_one] if figure_one else []), *charts]:
         files[f"{chart.stem}.png"], files[f"{chart.stem}.svg"] = chart.png, chart.svg
     page = render({

@@ -78,6 +78,8 @@ over seeds; Δ = measured &minus; paper.</p>
 {% else %}(paper defaults){% endfor %}</td><td>{{ c.seeds }}</td></tr>{% endfor %}</table>
 </details>
 {% for c in s.charts %}{{ chart(c) }}{% endfor %}
+{% if s.gallery %}<h3 id="{{ s.key }}-pictures">Pictures: the first and the last layer</h3>
+{{ chart(s.gallery) }}{% endif %}
 {% endfor %}
 
 <h2 id="definitions">Definitions</h2>

@@ -39,6 +39,24 @@ def _probe(checkpoint: Path, progress: bool):
                         progress=progress)
 
 
+def _gallery(checkpoint: Path, out_dir: Path) -> Path:
+    """The report's gallery data of the trained cell (first and last layer of a few val
+    images, :func:`~dimaskdino.analysis.layer_detections.gallery_views`) in
+    ``out_dir/gallery``; logged with the cell so that the report needs only the store."""
+    from dimaskdino.analysis.layer_detections import gallery_views, save_views
+    from dimaskdino.checkpoint import load_model
+    from dimaskdino.data.loader import validation_images
+    from dimaskdino.engine import distributed
+
+    model, config = load_model(checkpoint)
+    model.to(distributed.init_from_environment())
+    dataset, _ = validation_images(config.data)
+    folder = out_dir / "gallery"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_views(gallery_views(model, dataset), folder)
+    return folder
+
+
 def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = False) -> dict:
     """Train and probe ``job`` into ``job.output_dir``, recording into the child run
     ``run_id``. Returns ``{"label", "run_id", "iteration"}``; on an error the run is marked
@@ -63,8 +81,9 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
             save_probe(probe, out_dir, {"checkpoint": str(result.checkpoint)},
                        detections=False)
             recorder.probe(probe.table)
-            recorder.final(result.metrics, [out_dir / name for name in (
-                "probe.csv", "probe.json", "config.yaml", "final_metrics.json")])
+            recorder.final(result.metrics, [*(out_dir / name for name in (
+                "probe.csv", "probe.json", "config.yaml", "final_metrics.json")),
+                _gallery(result.checkpoint, out_dir)])
     except BaseException as exc:
         if recorder:
             recorder.ended("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

@@ -6,9 +6,10 @@ Child runs carry the tags ``role=cell``, ``study``, ``cell``, ``seed``, ``scale`
 numeric entry of the trainer's records, ``step=iteration``); per-layer probe metrics
 (``ap_box``, ``ap50_mask``, ... and ``ap_gap`` = AP mask - AP box, ``step=layer``); the
 final metrics (``final_ap_box``, ...); and the artifacts ``probe.csv``, ``probe.json``,
-``config.yaml``, ``final_metrics.json``. Parent runs carry ``role=parent``, ``study``,
-``scale``. By default the store is ``sqlite:///OUT/mlflow.db`` with artifacts in
-``OUT/mlartifacts/STUDY``.
+``config.yaml``, ``final_metrics.json`` and the folder ``gallery/`` (what the report's
+pictures show, :mod:`dimaskdino.analysis.layer_detections`). Parent runs carry
+``role=parent``, ``study``, ``scale``. By default the store is ``sqlite:///OUT/mlflow.db``
+with artifacts in ``OUT/mlartifacts/STUDY``.
 """
 
 from __future__ import annotations
@@ -178,8 +179,11 @@ class CellRecorder:
         """Final metrics (``{"bbox": {"AP": ..}, "segm": ..}``), artifacts, FINISHED."""
         self.log({f"final_{metric_name(m, TASKS[iou])}": v
                   for iou, values in metrics.items() for m, v in values.items()}, 0)
-        for path in artifacts:
-            self.client.log_artifact(self.run_id, str(path))
+        for path in artifacts:  # a folder keeps its name in the run's artifacts
+            if path.is_dir():
+                self.client.log_artifacts(self.run_id, str(path), path.name)
+            else:
+                self.client.log_artifact(self.run_id, str(path))
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def ended(self, status: str) -> None:

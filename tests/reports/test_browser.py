@@ -31,6 +31,7 @@ def test_report_renders_in_chromium(report, tmp_path):
     body = re.search(r"<body([^>]*)>", dom)
     assert body, dom[:500]
     attributes = dict(re.findall(r'data-([a-z-]+)="(\d+)"', body.group(1)))
-    assert attributes["images"] == attributes["images-loaded"] == "4"
+    assert attributes["images"] == attributes["images-loaded"] == "5"   # gallery included
+    assert 'id="modules-tiny-synthetic-gallery"' in dom
     assert int(attributes["tables"]) >= 5
     assert dom.count('class="study-table"') == 1

@@ -57,7 +57,8 @@ def test_figures_are_embedded_and_saved(report):
     html_path, files = report
     page = html_path.read_text()
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
-    stems = ["figure-1", f"{KEY}-layer-ap", f"{KEY}-layer-gap", f"{KEY}-loss"]
+    stems = ["figure-1", f"{KEY}-layer-ap", f"{KEY}-layer-gap", f"{KEY}-loss",
+             f"{KEY}-gallery"]
     assert len(images) == len(stems)
     for data in images:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")

@@ -72,7 +72,8 @@ def test_study_is_tracked_in_mlflow(gtg_run):
         final = json.loads((cell_dir / "final_metrics.json").read_text())
         assert run.data.metrics["final_ap_mask"] == pytest.approx(final["segm"]["AP"])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"probe.csv", "probe.json", "config.yaml", "final_metrics.json"} <= artifacts
+        assert {"probe.csv", "probe.json", "config.yaml", "final_metrics.json",
+                "gallery"} <= artifacts
         assert run.info.artifact_uri.startswith((out / "mlartifacts" / "gtg").as_uri())
 
 
