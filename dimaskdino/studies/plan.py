@@ -55,7 +55,7 @@ def plan_study(study: Study, scale: str, seeds: int, data: str | None,
     built once here, so a bad ``--set`` or cell override fails before anything runs."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, not {seeds}")
-    base = scale_base(scale, study, data)
+    base = scale_base(scale, study, data, tuple(sets))
     jobs = []
     for cell in study.cells:
         own = scale_selection(cell.overrides, tiny_factor()) if scale == "tiny" \

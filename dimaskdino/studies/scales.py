@@ -15,6 +15,10 @@
 * ``paper``: the paper's schedules, ``r50-coco-12ep`` for ``--data coco:ROOT`` and
   ``r50-bdd100k-68ep`` for ``--data bdd100k:ROOT``, limited to the datasets the paper ran
   the study on (the imbalance-tolerance test: BDD100K only).
+
+The small and paper scales start from the paper's ImageNet backbone: ``--set
+model.backbone_weights=PATH`` (``none``: from scratch on purpose), checked before any data
+is read or anything written.
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from dimaskdino.config import ConfigError, preset
-from dimaskdino.data.specs import resolve_dataset
+from dimaskdino.config import ConfigError, apply_overrides, check_starting_weights, preset
+from dimaskdino.data.specs import num_categories, resolve_dataset
 from dimaskdino.studies.registry import Study
 
 SCALES = ("tiny", "small", "paper")
@@ -74,20 +78,16 @@ def _kind(data: str) -> str:
     return data.partition(":")[0]
 
 
-def _num_classes(data: str) -> int:
-    """The categories of ``data``'s training split (COCO and BDD100K: the presets' 80 / 8,
-    without reading their large files); checks that both splits exist."""
-    resolve_dataset(data, "val")
-    source = resolve_dataset(data, "train")
-    if _kind(data) in PAPER_PRESETS:
-        return preset(PAPER_PRESETS[_kind(data)]).model.predictor.num_classes
-    with open(source.annotation_file) as handle:
-        return len(json.load(handle).get("categories", []))
+def _check_weights(name: str, sets: tuple[str, ...]) -> None:
+    """The starting weights the paper's presets need, checked before any data is read."""
+    check_starting_weights(apply_overrides(preset(name), list(sets)), option="--set ")
 
 
-def scale_base(scale: str, study: Study, data: str | None) -> ScaleBase:
+def scale_base(scale: str, study: Study, data: str | None,
+               sets: tuple[str, ...] = ()) -> ScaleBase:
     """The preset and first overrides of ``study`` at ``scale`` on dataset spec ``data``;
-    ConfigError (or DatasetError for a spec that does not resolve) on bad input."""
+    ConfigError (or DatasetError for a spec that does not resolve) on bad input, and on
+    missing starting weights (:func:`check_starting_weights` of the user's ``sets``)."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     if scale == "tiny":
@@ -101,7 +101,8 @@ def scale_base(scale: str, study: Study, data: str | None) -> ScaleBase:
     dataset = f"data.dataset={json.dumps(data)}"
     if scale == "small":
         name = PAPER_PRESETS["bdd100k" if _kind(data) == "bdd100k" else "coco"]
-        classes = f"model.predictor.num_classes={_num_classes(data)}"
+        _check_weights(name, sets)
+        classes = f"model.predictor.num_classes={num_categories(data)}"
         return ScaleBase(name, (dataset, classes, *SMALL_SCHEDULE))
     if _kind(data) not in PAPER_PRESETS or not data.partition(":")[2]:
         raise ConfigError("the paper scale runs on coco:ROOT or bdd100k:ROOT, not "
@@ -110,5 +111,6 @@ def scale_base(scale: str, study: Study, data: str | None) -> ScaleBase:
         raise ConfigError(f"the paper ran {study.name} ({study.table}) on "
                           f"{' and '.join(study.datasets)} only; give --data "
                           f"{study.datasets[0]}:ROOT or use --scale small")
+    _check_weights(PAPER_PRESETS[_kind(data)], sets)
     resolve_dataset(data, "val")
     return ScaleBase(PAPER_PRESETS[_kind(data)], (dataset,))

@@ -148,15 +148,16 @@ def test_scales_pick_presets_and_schedules(tmp_path):
         (coco / f"{split}2017").mkdir(parents=True)
         (coco / "annotations").mkdir(exist_ok=True)
         (coco / "annotations" / f"instances_{split}2017.json").write_text("{}")
-    paper = scale_base("paper", modules, f"coco:{coco}")
+    scratch = ("model.backbone_weights=none",)
+    paper = scale_base("paper", modules, f"coco:{coco}", scratch)
     assert paper.preset == "r50-coco-12ep"
-    small = scale_base("small", modules, f"coco:{coco}")
+    small = scale_base("small", modules, f"coco:{coco}", scratch)
     config = apply_overrides(preset(small.preset), list(small.overrides))
     assert (config.solver.max_iter, config.solver.batch_size, config.solver.steps) == (
         5000, 8, (4000,))
     assert config.data.dataset == f"coco:{coco}"
     with pytest.raises(ConfigError, match="on bdd100k only"):
-        scale_base("paper", get_study("imbalance-tolerance"), f"coco:{coco}")
+        scale_base("paper", get_study("imbalance-tolerance"), f"coco:{coco}", scratch)
     with pytest.raises(ConfigError, match="needs --data"):
         scale_base("small", modules, None)
     with pytest.raises(ConfigError, match="unknown scale"):
