@@ -100,7 +100,7 @@ def test_unreadable_image(tmp_path, tiny_dataset, micro_overrides):
 def test_eval_of_a_file_that_is_no_checkpoint(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x00garbage")
-    assert "cannot read checkpoint" in one_line_error(["eval", str(junk)])
+    assert "is not a complete PyTorch checkpoint" in one_line_error(["eval", str(junk)])
 
 
 def test_r50_presets_need_backbone_weights_before_anything_is_read(tmp_path):
