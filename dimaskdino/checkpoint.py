@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from dimaskdino.config import (
     config_from_dict,
     load_official_config,
 )
+from dimaskdino.modeling.backbone import ResNet
+from dimaskdino.modeling.backbone.resnet import BASIC_DEPTHS, BLOCKS_PER_DEPTH, STAGES
 from dimaskdino.modeling.model import DIMaskDINO
 
 
@@ -87,9 +90,18 @@ def caffe2_to_detectron2(blobs: Mapping[str, np.ndarray]) -> dict[str, torch.Ten
     return out
 
 
-def read_backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
+TORCHVISION, CAFFE2 = "torchvision", "Caffe2"
+# what each layout's weights were trained on: RGB input normalised by this mean and std
+# (the MSRA Caffe2 weights: BGR pixels minus the mean, std 1, stride in the 1x1 convolution)
+LAYOUT_INPUT = {TORCHVISION: ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375), False),
+                CAFFE2: ((123.675, 116.28, 103.53), (1.0, 1.0, 1.0), True)}
+
+
+def read_backbone_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """Read ImageNet ResNet weights (torchvision ``.pth`` or detectron2 ``.pkl``) in
-    detectron2 names."""
+    detectron2 names, with their layout: :data:`TORCHVISION` (torchvision files and
+    detectron2-named ``.pkl``, which detectron2 converts from torchvision) or
+    :data:`CAFFE2` (MSRA Caffe2 names)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"backbone weights not found: {path}")
@@ -100,27 +112,28 @@ def read_backbone_weights(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path} holds no 'model' or 'blobs' dict of arrays")
         if any(k.startswith("stem.") for k in blobs):  # already detectron2 names
             return {k: torch.as_tensor(np.asarray(v)) for k, v in blobs.items()
-                    if not k.startswith(("fc", "linear"))}
-        return caffe2_to_detectron2(blobs)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
+                    if not k.startswith(("fc", "linear"))}, TORCHVISION
+        return caffe2_to_detectron2(blobs), CAFFE2
+    state = read_torch_file(path)
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} holds no state dict")
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor)
+                                                 for v in state.values()):
+        raise CheckpointError(f"{path} holds no ResNet state dict (a whole-model checkpoint "
+                              "goes to model.weights)")
     if any(k.startswith("layer1.") for k in state):
-        return torchvision_to_detectron2(state)
-    return dict(state)
+        return torchvision_to_detectron2(state), TORCHVISION
+    return dict(state), TORCHVISION
 
 
 def _unpickle(path: Path):
+    if not _starts_like_a_pickle(path):
+        raise CheckpointError(f"{path} is not a pickle file")
     with path.open("rb") as f:
         try:
             return pickle.load(f, encoding="latin1")
         except Exception as exc:
-            raise CheckpointError(f"cannot unpickle {path}: {exc}") from None
+            raise CheckpointError(f"cannot unpickle {path}: {_first_line(exc)}") from None
 
 
 # ImageNet Swin entries no detection backbone has: the classifier, its final norm, and the
@@ -197,14 +210,70 @@ def _copy_weights(own: dict[str, torch.Tensor], weights: Mapping[str, torch.Tens
             own[key].copy_(value)
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
-    """Load ImageNet weights into a detectron2-layout ResNet.
 
+def resnet_name(weights: Mapping[str, torch.Tensor]) -> str:
+    """``ResNet-50`` (or ``a ResNet with blocks (..)``) from detectron2-named weights."""
+    blocks = tuple(len({k.split(".")[1] for k in weights if k.startswith(f"{stage}.")})
+                   for stage in STAGES)
+    bottleneck = any(".conv3." in k for k in weights)
+    depth = next((d for d, b in BLOCKS_PER_DEPTH.items() if b == blocks
+                  and (d not in BASIC_DEPTHS) == bottleneck), None)
+    return f"ResNet-{depth}" if depth else f"a ResNet with blocks {blocks}"
+
+
+def check_backbone_layout(model: ModelConfig, layout: str, path: str | Path) -> None:
+    """CheckpointError where ``model``'s input (RGB, pixel mean and std) or
+    ``stride_in_1x1`` do not fit weights of ``layout``."""
+    mean, std, stride_in_1x1 = LAYOUT_INPUT[layout]
+    fix = []
+    if model.input_format != "RGB":
+        fix.append("model.input_format=RGB")
+    if not np.allclose(model.pixel_mean, mean, atol=1e-3):
+        fix.append(f"model.pixel_mean=[{', '.join(map(str, mean))}]")
+    if layout == TORCHVISION and not np.allclose(model.pixel_std, std, atol=1e-3):
+        fix.append(f"model.pixel_std=[{', '.join(map(str, std))}]")
+    if model.backbone.stride_in_1x1 != stride_in_1x1:
+        fix.append(f"model.backbone.stride_in_1x1={str(stride_in_1x1).lower()}")
+    if fix:
+        expects = ("RGB input, torchvision's mean and std, the stride in the 3x3 convolution"
+                   if layout == TORCHVISION else "BGR pixels minus the mean (123.675, "
+                   "116.28, 103.53 in RGB order), the stride in the 1x1 convolution")
+        raise CheckpointError(f"{path} is in the {layout} layout ({expects}), which the model "
+                              f"does not fit: set {' '.join(fix)}")
+
+
+def caffe2_to_rgb(weights: dict[str, torch.Tensor], pixel_std) -> dict[str, torch.Tensor]:
+    """Caffe2 weights for RGB input normalised by ``pixel_std``: the first convolution reads
+    BGR pixels minus the mean, so its input channels are reversed and scaled by the std
+    (exact, the padding being zero in both)."""
+    std = torch.tensor(pixel_std, dtype=weights["stem.conv1.weight"].dtype)
+    return {**weights, "stem.conv1.weight":
+            weights["stem.conv1.weight"].flip(1) * std.view(1, -1, 1, 1)}
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path,
+                          model: ModelConfig | None = None) -> str:
+    """Load ImageNet weights into a detectron2-layout ResNet; returns their layout.
+
+    With ``model`` (the config of the model the backbone is part of), the input and
+    ``stride_in_1x1`` must fit the weights' layout (:func:`check_backbone_layout`); Caffe2
+    weights are then converted for the model's RGB input (:func:`caffe2_to_rgb`).
     Every weight of the file must find a parameter or buffer of the same shape; backbone
     entries the file lacks are allowed only for FrozenBatchNorm statistics (Caffe2 files).
     """
-    _copy_weights(backbone.state_dict(), read_backbone_weights(path), path, "backbone",
+    weights, layout = read_backbone_weights(path)
+    if model is not None:
+        check_backbone_layout(model, layout, path)
+        if layout == CAFFE2:
+            weights = caffe2_to_rgb(weights, model.pixel_std)
+    own = backbone.state_dict()
+    if isinstance(backbone, ResNet) and resnet_name(weights) != resnet_name(own):
+        raise CheckpointError(f"{path} holds {resnet_name(weights)} weights; the model's "
+                              f"backbone is {resnet_name(own)} (model.backbone.depth="
+                              f"{backbone.config.depth})")
+    _copy_weights(own, weights, path, "backbone",
                   lambda key: key.endswith(("running_mean", "running_var")))
+    return layout
 
 
 # Official (detectron2 / MaskDINO) key prefixes -> this package's, first match wins.
@@ -294,7 +363,7 @@ def load_official(config: str | Path, weights: str | Path | Mapping[str, torch.T
     """
     model = DIMaskDINO(ModelConfig.from_official(load_official_config(config)))
     if weights is not None:
-        state = weights if isinstance(weights, Mapping) else _read_official_weights(weights)
+        state = weights if isinstance(weights, Mapping) else read_official_weights(weights)
         state = convert_official_state_dict(state)
         if dtype is None:
             dtype = next((v.dtype for v in state.values() if v.is_floating_point()), None)
@@ -318,19 +387,34 @@ def load_official(config: str | Path, weights: str | Path | Mapping[str, torch.T
     return model.eval()
 
 
-def read_torch_file(path: str | Path):
-    """``torch.load`` (CPU, tensors and plain containers only) with one-line errors."""
+def read_torch_file(path: str | Path, mmap: bool = False):
+    """``torch.load`` (CPU, tensors and plain containers only) with one-line errors;
+    ``mmap``: tensors stay in the file until used (zip-format files only)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if not zipfile.is_zipfile(path) and not _starts_like_a_pickle(path):
+        raise CheckpointError(f"{path} is not a complete PyTorch checkpoint (truncated, or "
+                              "not written by torch.save)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
 
 
-def _read_official_weights(path: str | Path) -> Mapping[str, torch.Tensor]:
+def _starts_like_a_pickle(path: Path) -> bool:
+    """Pickles of protocol 2 and later (torch's legacy files, detectron2's .pkl) start with
+    the PROTO opcode."""
+    with path.open("rb") as f:
+        return f.read(1) == b"\x80"
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def read_official_weights(path: str | Path) -> Mapping[str, torch.Tensor]:
+    """The state dict of an official ``.pth``: a detectron2 checkpoint dict or a bare one."""
     data = read_torch_file(path)
     if isinstance(data, Mapping) and isinstance(data.get("model"), Mapping):
         data = data["model"]
@@ -354,7 +438,7 @@ def load_model(checkpoint: str | Path, official_config: str | Path | None = None
         return model, ExperimentConfig(model=model.config)
     path = Path(checkpoint)
     state = read_torch_file(path)
-    if path.suffix == ".pth" and _is_official(state):
+    if path.suffix == ".pth" and is_official_checkpoint(state):
         raise CheckpointError(f"{path} is an official checkpoint; pass its YAML with "
                               "--official-config")
     state = checked_checkpoint(state, path)
@@ -372,7 +456,7 @@ def load_model(checkpoint: str | Path, official_config: str | Path | None = None
     return model.eval(), config
 
 
-def _is_official(state) -> bool:
+def is_official_checkpoint(state) -> bool:
     """An official checkpoint: a detectron2 dict (``model`` without our ``format``) or a bare
     state dict of ``sem_seg_head`` keys."""
     if not isinstance(state, dict) or "format" in state:

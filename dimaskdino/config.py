@@ -110,6 +110,13 @@ class ModelConfig:
     input_format: str = "RGB"
     size_divisibility: int = 32
     detections_per_image: int = 100
+    # starting weights, loaded by the trainer before the first iteration (see
+    # dimaskdino.engine.initialization): ImageNet weights of the backbone (a torchvision
+    # .pth or detectron2 .pkl; "none": from scratch on purpose), or the whole model from a
+    # dimask checkpoint or an official one (with its YAML, weights_config)
+    backbone_weights: str | None = None
+    weights: str | None = None
+    weights_config: str | None = None
 
     def __post_init__(self) -> None:
         channels, strides = self.backbone.output_shapes()
@@ -409,6 +416,40 @@ PRESETS = {
     "swinl-coco-50ep": _on_swin_large(lambda model: _coco(model, "50ep")),
     "swinl-bdd100k-68ep": _on_swin_large(_bdd100k),
 }
+
+
+# presets whose backbone starts, as in the paper, from ImageNet weights
+PRETRAINED_PRESETS = ("r50-coco-12ep", "r50-coco-50ep", "r50-bdd100k-68ep", "swinl-coco-12ep",
+                      "swinl-coco-50ep", "swinl-bdd100k-68ep")
+PAPER_BACKBONE = ("detectron2://ImageNetPretrained/torchvision/R-50.pkl (torchvision's "
+                  "ImageNet-1k ResNet-50 in detectron2 names), published in detectron2's "
+                  "model zoo: https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/"
+                  "torchvision/R-50.pkl")
+SWIN_BACKBONE = ("swin_large_patch4_window12_384_22k.pth (ImageNet-22k Swin-L, window 12, "
+                 "384 px), published on the Swin Transformer repository's v1.0.0 release "
+                 "(github.com/SwinTransformer/storage)")
+
+
+def check_starting_weights(config: ExperimentConfig, option: str = "") -> None:
+    """ConfigError (one line) where the run's starting weights are not stated as its preset
+    needs: the ``r50-*`` and ``swinl-*`` presets need ``model.backbone_weights`` (``none``
+    trains from scratch on purpose) or ``model.weights``. ``option`` prefixes the suggested override
+    (``"--set "`` for the studies)."""
+    model = config.model
+    if model.weights is not None and model.backbone_weights not in (None, "none"):
+        raise ConfigError("model.weights initialises the whole model, backbone included; "
+                          "drop model.backbone_weights")
+    if model.weights_config is not None and model.weights is None:
+        raise ConfigError("model.weights_config is the YAML of an official checkpoint given "
+                          "as model.weights, which is not set")
+    if config.preset in PRETRAINED_PRESETS and model.backbone_weights is None \
+            and model.weights is None:
+        paper = SWIN_BACKBONE if isinstance(model.backbone, SwinConfig) else PAPER_BACKBONE
+        raise ConfigError(f"the {config.preset} preset starts from ImageNet weights, as the "
+                          f"paper does: {paper}; download it and pass {option}"
+                          f"model.backbone_weights=PATH (or a whole model: {option}"
+                          f"model.weights=CHECKPOINT; {option}model.backbone_weights=none "
+                          "trains the backbone from scratch on purpose)")
 
 
 def preset(name: str, model: str = "dimaskdino") -> ExperimentConfig:

@@ -1,5 +1,6 @@
-"""ImageNet backbone weights: torchvision and detectron2 (.pkl) layouts into our ResNet; the
-Swin repository's .pth and MaskDINO's .pkl into our Swin."""
+"""ImageNet backbone weights: torchvision and detectron2 (.pkl) layouts into our ResNet, the
+layout checks against the model's input, one-line errors for files that do not fit; the Swin
+repository's .pth and MaskDINO's .pkl into our Swin."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dimaskdino.checkpoint import (
     load_swin_weights,
     read_backbone_weights,
 )
+from dimaskdino.config import ModelConfig
 from dimaskdino.modeling.backbone import ResNet, ResNetConfig, SwinConfig, SwinTransformer
 
 
@@ -180,3 +182,88 @@ def test_swin_weights_that_do_not_fit_are_one_clear_line(tmp_path):
         load_swin_weights(SwinTransformer(SWIN), path)
     with pytest.raises(CheckpointError, match="not found"):
         load_swin_weights(SwinTransformer(SWIN), tmp_path / "missing.pkl")
+
+
+NARROW = {"stem_out_channels": 8, "res2_out_channels": 16, "width_per_group": 4}
+
+
+def test_caffe2_weights_in_an_rgb_model_compute_the_caffe2_features(tmp_path):
+    """MSRA weights read BGR pixels minus the mean; loaded for the model's RGB input and
+    torchvision normalisation, the backbone computes the same features."""
+    caffe2 = ResNetConfig(**NARROW, stride_in_1x1=True)
+    source = ResNet(caffe2).double().eval()
+    with torch.no_grad():
+        for name, buffer in source.named_buffers():
+            if name.endswith("weight"):
+                buffer.uniform_(0.5, 1.5)
+            elif name.endswith("bias"):
+                buffer.normal_()
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(pickle.dumps({"blobs": caffe2_blobs(source)}))
+    model = ModelConfig(backbone=caffe2)
+    target = ResNet(caffe2).double().eval()
+    assert load_backbone_weights(target, path, model) == "Caffe2"
+    rgb = torch.rand(2, 3, 64, 48, dtype=torch.float64,
+                     generator=torch.Generator().manual_seed(0)) * 255
+    mean_bgr = torch.tensor([103.53, 116.28, 123.675], dtype=torch.float64).view(1, 3, 1, 1)
+    mean, std = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1)
+                 for v in (model.pixel_mean, model.pixel_std))
+    with torch.no_grad():
+        want = source(rgb.flip(1) - mean_bgr)
+        got = target((rgb - mean) / std)
+    for stage in want:
+        torch.testing.assert_close(got[stage], want[stage], rtol=1e-9, atol=1e-9, msg=stage)
+
+
+@pytest.mark.parametrize(("model", "fix"), [
+    (ModelConfig(backbone=ResNetConfig(**NARROW, stride_in_1x1=True)),
+     "set model.backbone.stride_in_1x1=false"),
+    (ModelConfig(backbone=ResNetConfig(**NARROW), pixel_mean=(103.53, 116.28, 123.675),
+                 pixel_std=(1.0, 1.0, 1.0), input_format="BGR"),
+     "set model.input_format=RGB model.pixel_mean=[123.675, 116.28, 103.53] "
+     "model.pixel_std=[58.395, 57.12, 57.375]"),
+])
+def test_torchvision_layout_checks_the_models_input_and_stride(tmp_path, model, fix):
+    path = tmp_path / "r50.pkl"
+    blobs = {k: v.numpy() for k, v in ResNet(ResNetConfig(**NARROW)).state_dict().items()}
+    path.write_bytes(pickle.dumps({"model": blobs, "__author__": "torchvision"}))
+    with pytest.raises(CheckpointError, match="is in the torchvision layout") as error:
+        load_backbone_weights(ResNet(model.backbone), path, model)
+    assert str(error.value).endswith(fix)
+
+
+def test_caffe2_layout_needs_the_stride_in_the_1x1(tmp_path):
+    path = tmp_path / "R-50.pkl"
+    path.write_bytes(pickle.dumps({"blobs": caffe2_blobs(ResNet(ResNetConfig(**NARROW)))}))
+    model = ModelConfig(backbone=ResNetConfig(**NARROW))
+    with pytest.raises(CheckpointError, match=r"Caffe2 layout .* set "
+                                              r"model.backbone.stride_in_1x1=true$"):
+        load_backbone_weights(ResNet(model.backbone), path, model)
+
+
+def test_files_that_are_no_resnet_weights_are_one_clear_line(tmp_path):
+    model = ResNet(ResNetConfig())
+    resnet18 = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet18)
+    with pytest.raises(CheckpointError, match="holds ResNet-18 weights; the model's backbone "
+                                              r"is ResNet-50 \(model.backbone.depth=50\)"):
+        load_backbone_weights(model, resnet18)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(resnet18.read_bytes()[:100_000])
+    text = tmp_path / "notes.pth"
+    text.write_text("not weights\n")
+    for path in (truncated, text):
+        with pytest.raises(CheckpointError, match="is not a complete PyTorch checkpoint"):
+            load_backbone_weights(model, path)
+    pkl = tmp_path / "notes.pkl"
+    pkl.write_text("not weights\n")
+    with pytest.raises(CheckpointError, match="is not a pickle file"):
+        load_backbone_weights(model, pkl)
+    cut = tmp_path / "cut.pkl"
+    cut.write_bytes(pickle.dumps({"model": {"stem.conv1.weight": torch.zeros(9).numpy()}})[:60])
+    with pytest.raises(CheckpointError, match=r"cannot unpickle .*truncated"):
+        load_backbone_weights(model, cut)
+    whole = tmp_path / "model.pth"
+    torch.save({"format": "dimask-checkpoint-1", "model": {}, "iteration": 0}, whole)
+    with pytest.raises(CheckpointError, match=r"holds no ResNet state dict .*model.weights"):
+        load_backbone_weights(model, whole)

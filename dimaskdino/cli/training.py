@@ -46,18 +46,30 @@ def train(
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from the run directory's last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
+    init_from: Annotated[Path | None, typer.Option(
+        help="Start from this checkpoint's whole model (dimask, or official with "
+             "--official-config) and architecture; the class count is the dataset's, the "
+             "class heads are re-initialised where it differs.")] = None,
+    official_config: Annotated[Path | None, typer.Option(
+        help="The official YAML of an official checkpoint given to --init-from.")] = None,
 ) -> None:
     """Train MaskDINO or DI-MaskDINO (launch with torchrun for several processes)."""
     with user_errors():
-        from dimaskdino.config import apply_overrides
+        from dimaskdino.config import ConfigError, apply_overrides
         from dimaskdino.config import preset as make_preset
         from dimaskdino.engine import distributed
+        from dimaskdino.engine.initialization import init_from_checkpoint
         from dimaskdino.engine.trainer import Trainer
 
         config = make_preset(preset, model)
         if data is not None:
             config = replace(config, data=replace(config.data, dataset=data))
         config = apply_overrides(config, overrides or [])
+        if official_config is not None and init_from is None:
+            raise ConfigError("--official-config is the YAML of an official checkpoint "
+                              "given to --init-from")
+        if init_from is not None:
+            config = init_from_checkpoint(config, init_from, official_config, overrides or [])
         directory = out_dir or Path("runs") / f"{preset}-{model}"
         try:
             result = Trainer(config, directory, resume=resume, progress=not quiet).run()

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dimaskdino.data.coco import DatasetError
+from dimaskdino.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
 
 SPLITS = ("train", "val")
@@ -136,3 +137,24 @@ def resolve_dataset(spec: str, split: str, *, synthetic_spec: SyntheticSpec | No
     if not images.is_dir():
         raise DatasetError(f"image folder not found: {images} (dataset {spec})")
     return DatasetSource(spec, split, annotations, images)
+
+
+COCO_CATEGORIES = 80  # COCO 2017's instance categories
+
+
+def num_categories(spec: str) -> int:
+    """The categories of ``spec``'s training split, without reading the large files of
+    COCO and BDD100K (80 and 8) or generating the synthetic data (6); checks that both
+    splits of the others exist."""
+    from dimaskdino.data.bdd100k import CLASSES as BDD100K_CLASSES
+
+    if spec == "synthetic":
+        return len(SYNTHETIC_CLASSES)
+    resolve_dataset(spec, "val")
+    source = resolve_dataset(spec, "train")
+    known = {"coco": COCO_CATEGORIES, "bdd100k": len(BDD100K_CLASSES)}
+    kind = spec.partition(":")[0]
+    if kind in known:
+        return known[kind]
+    with open(source.annotation_file) as handle:
+        return len(json.load(handle).get("categories", []))

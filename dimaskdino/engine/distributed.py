@@ -69,3 +69,20 @@ def gather_lists(items: list) -> list:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def broadcast_object(value):
+    """The main process's ``value`` (any picklable object) on every process."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def broadcast_state(module: torch.nn.Module) -> None:
+    """Overwrite every parameter and buffer of ``module`` with the main process's."""
+    if not is_distributed():
+        return
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, src=0)

@@ -3,7 +3,9 @@ checkpoints and bitwise resume, periodic COCO evaluation, DDP.
 
 A run lives in one directory: ``config.yaml``, ``metrics.jsonl`` (one line per logged
 iteration and per evaluation), checkpoints (see :mod:`dimaskdino.engine.checkpointer`) and,
-at the end, ``model_final.pth`` and ``final_metrics.json``.
+at the end, ``model_final.pth`` and ``final_metrics.json``. The starting weights
+(``model.backbone_weights``, ``model.weights``: :mod:`dimaskdino.engine.initialization`)
+are loaded before any data is read.
 
 Bitwise resume on CPU follows from three facts: the data of iteration ``i`` is a function
 of ``i`` (:class:`~dimaskdino.data.loader.TrainingStream`), every random draw of the model
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +27,12 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from dimaskdino.config import ConfigError, ExperimentConfig, config_to_dict
+from dimaskdino.config import (
+    ConfigError,
+    ExperimentConfig,
+    check_starting_weights,
+    config_to_dict,
+)
 from dimaskdino.data.coco import CocoInstances, DatasetError
 from dimaskdino.data.loader import (
     EvaluationImages,
@@ -37,6 +45,7 @@ from dimaskdino.data.transforms import LargeScaleJitter
 from dimaskdino.engine import distributed
 from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint, save_checkpoint
 from dimaskdino.engine.evaluator import evaluate_model
+from dimaskdino.engine.initialization import initialize_model
 from dimaskdino.engine.solver import build_optimizer, set_learning_rate
 from dimaskdino.fileio import atomic_write_text
 from dimaskdino.modeling.criterion import SetCriterion
@@ -142,12 +151,17 @@ class Trainer:
         """Build everything; returns the first iteration to run and the checkpoint it
         resumes from."""
         config = self.config
+        check_starting_weights(config)
         torch.manual_seed(config.solver.seed)
-        self.train_set, self.val = load_datasets(config)
         self.model = DIMaskDINO(config.model).to(self.device).train()
+        start, path = 0, last_checkpoint(self.output_dir) if self.resume else None
+        if path is None:  # starting weights before any data is read
+            note = initialize_model(self.model)
+            if note and self.main:
+                print(note, file=sys.stderr)
+        self.train_set, self.val = load_datasets(config)
         self.optimizer = build_optimizer(self.model, config.solver)
         self.criterion = build_criterion(config)
-        start, path = 0, last_checkpoint(self.output_dir) if self.resume else None
         if path is not None:
             state = read_checkpoint(path)
             self.model.load_state_dict(state["model"])

@@ -57,7 +57,7 @@ def plan_study(study: Study, scale: str, seeds: int, data: str | None,
     before anything runs."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, not {seeds}")
-    base = scale_base(scale, study, data, backbone)
+    base = scale_base(scale, study, data, backbone=backbone, sets=tuple(sets))
     # a Swin-L study keeps its cells apart from the R50 one's: OUT/STUDY/SCALE-swinl/...
     folder = scale if backbone == "r50" else f"{scale}-{backbone}"
     jobs = []

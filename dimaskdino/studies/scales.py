@@ -18,6 +18,8 @@
 
 The ``small`` and ``paper`` scales run on the R50 (``--backbone r50``) or on Swin-L
 (``--backbone swinl``: the ``swinl-*`` presets, same schedules); ``tiny`` is R18-sized.
+They start from the paper's ImageNet backbone: ``--set model.backbone_weights=PATH``
+(``none``: from scratch on purpose), checked before any data is read or anything written.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from dimaskdino.config import ConfigError, preset
-from dimaskdino.data.specs import resolve_dataset
+from dimaskdino.config import ConfigError, apply_overrides, check_starting_weights, preset
+from dimaskdino.data.specs import num_categories, resolve_dataset
 from dimaskdino.studies.registry import Study
 
 SCALES = ("tiny", "small", "paper")
@@ -78,15 +80,9 @@ def _kind(data: str) -> str:
     return data.partition(":")[0]
 
 
-def _num_classes(data: str) -> int:
-    """The categories of ``data``'s training split (COCO and BDD100K: the presets' 80 / 8,
-    without reading their large files); checks that both splits exist."""
-    resolve_dataset(data, "val")
-    source = resolve_dataset(data, "train")
-    if _kind(data) in PAPER_PRESETS:
-        return preset(PAPER_PRESETS[_kind(data)]).model.predictor.num_classes
-    with open(source.annotation_file) as handle:
-        return len(json.load(handle).get("categories", []))
+def _check_weights(name: str, sets: tuple[str, ...]) -> None:
+    """The starting weights the paper's presets need, checked before any data is read."""
+    check_starting_weights(apply_overrides(preset(name), list(sets)), option="--set ")
 
 
 def _on_backbone(name: str, backbone: str) -> str:
@@ -94,11 +90,12 @@ def _on_backbone(name: str, backbone: str) -> str:
     return f"{backbone}-{name.removeprefix('r50-')}"
 
 
-def scale_base(scale: str, study: Study, data: str | None, backbone: str = "r50"
-               ) -> ScaleBase:
+def scale_base(scale: str, study: Study, data: str | None, *, backbone: str = "r50",
+               sets: tuple[str, ...] = ()) -> ScaleBase:
     """The preset and first overrides of ``study`` at ``scale`` on dataset spec ``data``
     with ``backbone`` (:data:`BACKBONES`, small and paper scales); ConfigError (or
-    DatasetError for a spec that does not resolve) on bad input."""
+    DatasetError for a spec that does not resolve) on bad input, and on missing starting
+    weights (:func:`check_starting_weights` of the user's ``sets``)."""
     if scale not in SCALES:
         raise ConfigError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     if backbone not in BACKBONES:
@@ -118,8 +115,10 @@ def scale_base(scale: str, study: Study, data: str | None, backbone: str = "r50"
     dataset = f"data.dataset={json.dumps(data)}"
     if scale == "small":
         name = PAPER_PRESETS["bdd100k" if _kind(data) == "bdd100k" else "coco"]
-        classes = f"model.predictor.num_classes={_num_classes(data)}"
-        return ScaleBase(_on_backbone(name, backbone), (dataset, classes, *SMALL_SCHEDULE))
+        name = _on_backbone(name, backbone)
+        _check_weights(name, sets)
+        classes = f"model.predictor.num_classes={num_categories(data)}"
+        return ScaleBase(name, (dataset, classes, *SMALL_SCHEDULE))
     if _kind(data) not in PAPER_PRESETS or not data.partition(":")[2]:
         raise ConfigError("the paper scale runs on coco:ROOT or bdd100k:ROOT, not "
                           f"{data!r} (use --scale small for other datasets)")
@@ -127,5 +126,7 @@ def scale_base(scale: str, study: Study, data: str | None, backbone: str = "r50"
         raise ConfigError(f"the paper ran {study.name} ({study.table}) on "
                           f"{' and '.join(study.datasets)} only; give --data "
                           f"{study.datasets[0]}:ROOT or use --scale small")
+    name = _on_backbone(PAPER_PRESETS[_kind(data)], backbone)
+    _check_weights(name, sets)
     resolve_dataset(data, "val")
-    return ScaleBase(_on_backbone(PAPER_PRESETS[_kind(data)], backbone), (dataset,))
+    return ScaleBase(name, (dataset,))

@@ -100,4 +100,52 @@ def test_unreadable_image(tmp_path, tiny_dataset, micro_overrides):
 def test_eval_of_a_file_that_is_no_checkpoint(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x00garbage")
-    assert "cannot read checkpoint" in one_line_error(["eval", str(junk)])
+    assert "is not a complete PyTorch checkpoint" in one_line_error(["eval", str(junk)])
+
+
+def test_r50_presets_need_backbone_weights_before_anything_is_read(tmp_path):
+    """The preset's data (coco:datasets/coco) does not exist: the weights are checked
+    first, and nothing is written."""
+    line = one_line_error(["train", "--preset", "r50-coco-12ep", "--out", str(tmp_path / "run")])
+    assert "detectron2://ImageNetPretrained/torchvision/R-50.pkl" in line
+    assert "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/torchvision/R-50.pkl" \
+        in line
+    assert "model.backbone_weights=PATH" in line and "model.backbone_weights=none" in line
+    assert not (tmp_path / "run").exists()
+
+
+def bad_weight_files(tmp_path) -> dict[str, tuple]:
+    """name -> (path, what the error line says)."""
+    import torch
+    import torchvision
+
+    resnet18 = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), resnet18)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(resnet18.read_bytes()[:200_000])
+    text = tmp_path / "readme.pth"
+    text.write_text("these are not weights\n")
+    return {"wrong architecture": (resnet18, "holds ResNet-18 weights; the model's backbone is "
+                                             "ResNet-50"),
+            "truncated": (truncated, "is not a complete PyTorch checkpoint"),
+            "not a checkpoint": (text, "is not a complete PyTorch checkpoint"),
+            "missing": (tmp_path / "none.pth", "not found")}
+
+
+def test_bad_weight_files_are_one_line_before_any_data_is_read(tmp_path):
+    files = bad_weight_files(tmp_path)
+    for name, (path, message) in files.items():
+        run = tmp_path / "run"
+        line = one_line_error(["train", "--preset", "r50-coco-12ep", "--out", str(run),
+                               f"model.backbone_weights={path}"])
+        assert message in line and str(path) in line, name
+        assert not run.exists(), name
+    for name in ("truncated", "not a checkpoint", "missing"):
+        path, message = files[name]
+        line = one_line_error(["train", "--preset", "r50-coco-12ep", "--out", str(run),
+                               "--init-from", str(path)])
+        assert message in line, name
+        assert not run.exists(), name
+    line = one_line_error(["train", "--init-from", str(tmp_path / "resnet18.pth")])
+    assert "is not a dimask training checkpoint" in line
+    assert "--init-from" in one_line_error(["train", "--official-config", "x.yaml"])

@@ -27,7 +27,8 @@ def test_dry_run_lists_cells_and_runs_nothing(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args, message", [
     (["nope"], "unknown study 'nope'"),
     (["gtg", "--scale", "huge"], "unknown scale 'huge'"),
-    (["gtg", "--scale", "small", "--data", "nope:x"], "unknown dataset spec 'nope:x'"),
+    (["gtg", "--scale", "small", "--data", "nope:x", "--set", "model.backbone_weights=none"],
+     "unknown dataset spec 'nope:x'"),
     (["gtg", "--scale", "small"], "needs --data"),
     (["gtg", "--data", "coco:x"], "tiny scale trains on the synthetic data"),
     (["gtg", "--executor", "cloud"], "unknown executor 'cloud'"),
@@ -56,3 +57,21 @@ def test_dry_run_of_every_study_prints_the_papers_cells(tmp_path, monkeypatch, s
                 assert f"{dataset} {ap[0]:.1f}/{ap[1]:.1f}" in row
     named = {r.split("│")[1].strip() for r in rows} - {"cell", ""}
     assert named == set(PAPER[study])
+
+
+@pytest.mark.parametrize("args", [
+    ["modules", "--scale", "small", "--data", "synthetic"],
+    ["imbalance-tolerance", "--scale", "paper", "--data", "bdd100k:missing/bdd100k"],
+])
+def test_small_and_paper_scales_need_backbone_weights(tmp_path, monkeypatch, args):
+    """One line naming the paper's file and how to pass it; nothing written (the synthetic
+    data not generated either), the dataset not even looked at."""
+    monkeypatch.setenv("DIMASK_CACHE", str(tmp_path / "cache"))
+    result = runner.invoke(app, ["run-ablation", *args, "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the r50-"), lines
+    assert "detectron2://ImageNetPretrained/torchvision/R-50.pkl" in lines[0]
+    assert "--set model.backbone_weights=PATH" in lines[0]
+    assert "--set model.backbone_weights=none" in lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -152,18 +152,21 @@ def fake_coco(tmp_path):
     return coco
 
 
+SCRATCH = ("model.backbone_weights=none",)
+
+
 def test_scales_pick_presets_and_schedules(tmp_path):
     modules = get_study("modules")
     coco = fake_coco(tmp_path)
-    paper = scale_base("paper", modules, f"coco:{coco}")
+    paper = scale_base("paper", modules, f"coco:{coco}", sets=SCRATCH)
     assert paper.preset == "r50-coco-12ep"
-    small = scale_base("small", modules, f"coco:{coco}")
+    small = scale_base("small", modules, f"coco:{coco}", sets=SCRATCH)
     config = apply_overrides(preset(small.preset), list(small.overrides))
     assert (config.solver.max_iter, config.solver.batch_size, config.solver.steps) == (
         5000, 8, (4000,))
     assert config.data.dataset == f"coco:{coco}"
     with pytest.raises(ConfigError, match="on bdd100k only"):
-        scale_base("paper", get_study("imbalance-tolerance"), f"coco:{coco}")
+        scale_base("paper", get_study("imbalance-tolerance"), f"coco:{coco}", sets=SCRATCH)
     with pytest.raises(ConfigError, match="needs --data"):
         scale_base("small", modules, None)
     with pytest.raises(ConfigError, match="unknown scale"):
@@ -173,15 +176,16 @@ def test_scales_pick_presets_and_schedules(tmp_path):
 def test_swin_large_backbone_at_the_small_and_paper_scales(tmp_path):
     modules = get_study("modules")
     coco = fake_coco(tmp_path)
-    assert scale_base("paper", modules, f"coco:{coco}", "swinl").preset == "swinl-coco-12ep"
-    small = scale_base("small", modules, f"coco:{coco}", "swinl")
+    assert scale_base("paper", modules, f"coco:{coco}", backbone="swinl",
+                      sets=SCRATCH).preset == "swinl-coco-12ep"
+    small = scale_base("small", modules, f"coco:{coco}", backbone="swinl", sets=SCRATCH)
     config = apply_overrides(preset(small.preset), list(small.overrides))
     assert isinstance(config.model.backbone, SwinConfig)
     assert config.model.backbone.embed_dim == 192 and config.solver.max_iter == 5000
-    jobs = plan_study(modules, "paper", 1, f"coco:{coco}", [], tmp_path, "swinl")
+    jobs = plan_study(modules, "paper", 1, f"coco:{coco}", list(SCRATCH), tmp_path, "swinl")
     assert all("/paper-swinl/" in job.output_dir for job in jobs)
     assert all(isinstance(job.config().model.backbone, SwinConfig) for job in jobs)
     with pytest.raises(ConfigError, match="small and paper scales"):
-        scale_base("tiny", modules, None, "swinl")
+        scale_base("tiny", modules, None, backbone="swinl")
     with pytest.raises(ConfigError, match="unknown backbone 'vit'"):
-        scale_base("paper", modules, f"coco:{coco}", "vit")
+        scale_base("paper", modules, f"coco:{coco}", backbone="vit")

@@ -135,3 +135,47 @@ def test_submitit_local_executor_runs_a_cell(tmp_path, micro_overrides):
     assert client.get_run(outcome.run_id).info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(outcome.run_id, "ap_box")] == [0, 1, 2]
     assert (out / "submitit" / "one-cell").is_dir()
+
+
+# the r50 presets' model from scratch, shrunk to the micro experiment's size
+SCRATCH = [*FAST, "solver.max_iter=2", "solver.checkpoint_period=0",
+           "model.backbone_weights=none", "model.backbone.depth=18",
+           "model.backbone.stem_out_channels=32", "model.backbone.res2_out_channels=32",
+           "model.encoder.conv_dim=64", "model.encoder.mask_dim=64",
+           "model.encoder.dim_feedforward=128", "model.predictor.hidden_dim=64",
+           "model.predictor.mask_dim=64", "model.predictor.dim_feedforward=128",
+           "model.predictor.dn_num=10"]
+
+
+def fake_bdd100k(root) -> str:
+    """A BDD100K folder (prepared COCO labels, 8 categories) of a few synthetic images."""
+    import shutil
+
+    from dimaskdino.data.bdd100k import CLASSES
+    from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
+
+    paths = write_synthetic_dataset(root / "source", SyntheticSpec(
+        num_train=4, num_val=2, height=64, width=64, max_objects=3))
+    for split, (labels, images) in paths.items():
+        data = json.loads(labels.read_text())
+        data["categories"] = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
+        (root / "coco").mkdir(exist_ok=True)
+        (root / "coco" / f"instances_{split}.json").write_text(json.dumps(data))
+        shutil.copytree(images, root / "images" / "10k" / split)
+    return f"bdd100k:{root}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", ["small", "paper"])
+def test_small_and_paper_scales_train_from_scratch_on_purpose(tmp_path, micro_overrides,
+                                                              scale):
+    data = "synthetic" if scale == "small" else fake_bdd100k(tmp_path / "bdd100k")
+    out, lines = tmp_path / "out", []
+    uri = default_tracking_uri(out)
+    jobs = plan_study(ONE_CELL, scale, 1, data, SCRATCH, out)
+    assert jobs[0].preset == ("r50-coco-12ep" if scale == "small" else "r50-bdd100k-68ep")
+    (outcome,) = run_study(inspect_study(jobs, uri), uri, out, "local", {}, lines.append)
+    assert outcome.status == "done", lines
+    params = MlflowClient(uri).get_run(outcome.run_id).data.params
+    assert params["model.backbone_weights"] == "none"
+    assert params["model.backbone.depth"] == "18"
