@@ -37,7 +37,7 @@ def layer_probe(
         help="The official YAML of an official MaskDINO / DI-MaskDINO checkpoint.")] = None,
     layers: Annotated[str, typer.Option(help="'all' or e.g. '0,3,6'.")] = "all",
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("probe"),
-    backend: Annotated[str, typer.Option(help="faster | pycocotools")] = "faster",
+    backend: Annotated[str, typer.Option(help="hotcoco | faster | pycocotools")] = "hotcoco",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """AP_box and AP_mask of every decoder layer (layer 0 = the decoder's input queries)

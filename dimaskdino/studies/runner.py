@@ -35,7 +35,7 @@ def _probe(checkpoint: Path, progress: bool):
     model, config = load_model(checkpoint)
     model.to(distributed.init_from_environment())
     dataset, _ = validation_images(config.data)
-    return probe_layers(model, dataset, None, config.data.test_batch_size, "faster",
+    return probe_layers(model, dataset, None, config.data.test_batch_size, "hotcoco",
                         progress=progress)
 
 
