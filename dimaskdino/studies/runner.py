@@ -63,8 +63,10 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
             save_probe(probe, out_dir, {"checkpoint": str(result.checkpoint)},
                        detections=False)
             recorder.probe(probe.table)
+            recorder.diagnostics(probe.errors, probe.consistency)
             recorder.final(result.metrics, [out_dir / name for name in (
-                "probe.csv", "probe.json", "config.yaml", "final_metrics.json")])
+                "probe.csv", "probe.json", "errors.csv", "consistency.csv", "config.yaml",
+                "final_metrics.json")])
     except BaseException as exc:
         if recorder:
             recorder.ended("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
