@@ -136,7 +136,7 @@ def _check_masks(dataset: EvaluationImages) -> None:
 
 
 def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int] | None = None,
-                 batch_size: int = 1, backend: Backend = "faster", progress: bool = True,
+                 batch_size: int = 1, backend: Backend = "hotcoco", progress: bool = True,
                  workers: int = 0) -> ProbeResult:
     """Probe ``layers`` (default: all, 0..L) of ``model`` on ``dataset`` (one without
     annotations: consistency only, category ids 1..C)."""
