@@ -32,7 +32,7 @@ from dimaskdino.data.coco import DatasetError
 from dimaskdino.engine.evaluator import hotcoco_evaluation, hotcoco_ground_truth
 
 COLUMNS = ["layer", "task", "ap_a", "ap_b", "delta", "ci_low", "ci_high"]
-DEFAULT_BOOTSTRAP = 500
+DEFAULT_BOOTSTRAP = 200
 RECALLS = np.linspace(0.0, 1.0, 101)  # COCO's recall thresholds
 CHUNK = 2_000_000  # replicate x threshold x detection cells scored at once
 

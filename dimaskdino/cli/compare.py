@@ -20,7 +20,7 @@ def compare(
     out_dir: Annotated[Path, typer.Option("--out", help="Where compare.csv goes.")] = Path(
         "compare"),
     bootstrap: Annotated[int, typer.Option(
-        help="Bootstrap replicates (images drawn with replacement).")] = 500,
+        help="Bootstrap replicates (images drawn with replacement).")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap draws.")] = 0,
 ) -> None:
     """Per layer and task AP of A and B, delta = B - A with a paired bootstrap 95% interval

@@ -198,6 +198,15 @@ def test_imbalance_measures():
     assert measures["gap_per_layer"] == {0: 4.0, 1: 1.0}
     assert (measures["first_layer_gap"], measures["last_layer_gap"]) == (4.0, 1.0)
     assert measures["gap_change"] == -3.0
+    assert "first_layer_loc_box_minus_mask" not in measures
+    errors = pd.DataFrame([
+        {"layer": layer, "task": task, "error": error, "dAP": value}
+        for layer, task, loc in ((0, "box", 9.0), (0, "mask", 2.5), (1, "box", 3.0),
+                                 (1, "mask", 2.0))
+        for error, value in (("Loc", loc), ("Miss", 1.0))])
+    measures = imbalance_measures(table, errors)
+    assert measures["first_layer_loc_box_minus_mask"] == 6.5
+    assert measures["last_layer_loc_box_minus_mask"] == 1.0
 
 
 @pytest.mark.parametrize("name", ["dimaskdino_tiny", "maskdino_tiny"])
