@@ -32,13 +32,12 @@ def box_mask_iou(results: Sequence[dict]) -> np.ndarray:
     detections whose mask is empty are left out. -> ``(n,)`` float64."""
     if not results:
         return np.zeros(0)
-    rles = [r["segmentation"] for r in results]
-    keep = mask_utils.area(rles) > 0
-    if not keep.any():
-        return np.zeros(0)
-    tight = mask_utils.toBbox([rle for rle, k in zip(rles, keep) if k])
-    boxes = np.array([r["bbox"] for r, k in zip(results, keep) if k], dtype=np.float64)
-    return box_iou_xywh(boxes, tight.astype(np.float64))
+    # an empty mask's tight box is [0, 0, 0, 0], a non-empty one is at least 1 wide (not
+    # ``mask.area``: it overflows a uint8 count for more than 255 masks under numpy 2)
+    tight = mask_utils.toBbox([r["segmentation"] for r in results]).astype(np.float64)
+    keep = tight[:, 2] > 0
+    boxes = np.array([r["bbox"] for r in results], dtype=np.float64)
+    return box_iou_xywh(boxes[keep], tight[keep])
 
 
 def consistency_summary(results: Sequence[dict]) -> dict:

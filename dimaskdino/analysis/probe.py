@@ -10,7 +10,14 @@ interaction stages (``ti1``, ``ti2``, ...; class and box only, so box AP only).
 
 Imbalance measures (paper §1, Fig. 1): per layer ``gap = AP_mask - AP_box``; the gap at the
 first and the last layer; its change from first to last (negative = the detection lag
-shrinks through the decoder).
+shrinks through the decoder); and, to say *why* boxes lag, TIDE's localization error
+(``Loc`` delta AP) of box minus mask at the first and the last layer (positive = boxes
+lose more AP to badly placed boxes than masks do to badly placed masks).
+
+Per layer the probe also decomposes each task's AP into TIDE's error types
+(:func:`~dimaskdino.engine.evaluator.tide_errors`) and measures box-mask consistency
+(:mod:`dimaskdino.analysis.consistency`), which needs no labels: on a dataset without
+annotations (``images:DIR``) the probe measures consistency only.
 """
 
 from __future__ import annotations
@@ -22,15 +29,22 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from dimaskdino.analysis.consistency import consistency_summary
 from dimaskdino.data.coco import DatasetError
 from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.engine import distributed
 from dimaskdino.engine.evaluator import (
     METRICS,
+    TIDE_BACKGROUND_IOU,
+    TIDE_POS_IOU,
     Backend,
     check_categories,
     coco_evaluate,
+    hotcoco_evaluation,
+    hotcoco_ground_truth,
     instances_to_results,
+    summary,
+    tide_errors,
 )
 from dimaskdino.engine.inference import predictions
 from dimaskdino.fileio import atomic_write_text
@@ -38,31 +52,80 @@ from dimaskdino.modeling.model import DIMaskDINO
 from dimaskdino.modeling.postprocess import box_inference, stacked_instance_inference
 
 COLUMNS = ["model", "layer", "task", *METRICS]
+ERROR_COLUMNS = ["model", "layer", "task", "error", "dAP"]
+CONSISTENCY_COLUMNS = ["model", "layer", "detections", "mean_iou", "frac_below_0.5"]
 TASKS = {"bbox": "box", "segm": "mask"}
+TIDE_THRESHOLDS = {"pos_iou": TIDE_POS_IOU, "background_iou": TIDE_BACKGROUND_IOU}
 
 
 @dataclass
 class ProbeResult:
     """``table``: one row per (layer, task) with :data:`COLUMNS`; ``stages``: DI's
     token-interaction stages (columns model, stage, task, AP...; empty without DI);
-    ``imbalance``: see :func:`imbalance_measures`; ``results``: each layer's COCO result
-    dicts, masks included (``results[layer]``; box scoring ignores the masks)."""
+    ``imbalance``: see :func:`imbalance_measures`; ``errors``: TIDE delta AP per (layer,
+    task, error) with :data:`ERROR_COLUMNS`; ``consistency``: box-mask consistency per layer
+    with :data:`CONSISTENCY_COLUMNS`; ``results``: each layer's COCO result dicts, masks
+    included (``results[layer]``; box scoring ignores the masks). Without annotations
+    ``table``, ``stages`` and ``errors`` are empty and ``imbalance`` is ``{}``."""
 
     table: pd.DataFrame
     stages: pd.DataFrame
     imbalance: dict
+    errors: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ERROR_COLUMNS))
+    consistency: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=CONSISTENCY_COLUMNS))
     results: dict[int, list[dict]] = field(repr=False, default_factory=dict)
 
+    @property
+    def has_ap(self) -> bool:
+        """False for a probe of images without annotations (consistency only)."""
+        return not self.table.empty
 
-def imbalance_measures(table: pd.DataFrame) -> dict:
-    """Per-layer ``AP_mask - AP_box`` and its first / last values and change."""
+
+def imbalance_measures(table: pd.DataFrame, errors: pd.DataFrame | None = None) -> dict:
+    """Per-layer ``AP_mask - AP_box`` and its first / last values and change; with
+    ``errors`` (see :class:`ProbeResult`) also the first- and last-layer ``Loc`` delta AP
+    of box minus mask."""
     wide = table.pivot(index="layer", columns="task", values="AP").sort_index()
     gaps = (wide["mask"] - wide["box"]).round(6)
     first, last = int(gaps.index[0]), int(gaps.index[-1])
-    return {"gap_per_layer": {int(k): float(v) for k, v in gaps.items()},
-            "first_layer": first, "last_layer": last,
-            "first_layer_gap": float(gaps[first]), "last_layer_gap": float(gaps[last]),
-            "gap_change": float(gaps[last] - gaps[first])}
+    measures = {"gap_per_layer": {int(k): float(v) for k, v in gaps.items()},
+                "first_layer": first, "last_layer": last,
+                "first_layer_gap": float(gaps[first]), "last_layer_gap": float(gaps[last]),
+                "gap_change": float(gaps[last] - gaps[first])}
+    if errors is not None and not errors.empty:
+        loc = errors[errors["error"] == "Loc"].pivot(index="layer", columns="task",
+                                                     values="dAP")
+        difference = (loc["box"] - loc["mask"]).round(6)
+        measures.update(first_layer_loc_box_minus_mask=float(difference[first]),
+                        last_layer_loc_box_minus_mask=float(difference[last]))
+    return measures
+
+
+def _consistency(name: str, results: dict[int, list[dict]]) -> pd.DataFrame:
+    """:func:`consistency_summary` of each layer's results."""
+    return pd.DataFrame([{"model": name, "layer": layer, **consistency_summary(found)}
+                         for layer, found in results.items()], columns=CONSISTENCY_COLUMNS)
+
+
+def _score_layers(ground_truth: dict, results: dict[int, list[dict]], name: str,
+                  backend: Backend) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """AP table and TIDE errors of every layer's results. hotcoco matches each (layer,
+    task) once for both; another backend scores AP and hotcoco the errors."""
+    reference = hotcoco_ground_truth(ground_truth)
+    rows, errors = [], []
+    for layer, found in results.items():
+        for iou, task in TASKS.items():
+            key = {"model": name, "layer": layer, "task": task}
+            evaluation = hotcoco_evaluation(reference, found, iou) if found else None
+            if backend != "hotcoco" or evaluation is None:
+                metrics = coco_evaluate(ground_truth, found, iou, backend)
+            else:
+                metrics = summary(evaluation)
+            rows.append({**key, **metrics})
+            dap = tide_errors(evaluation) if evaluation is not None else {}
+            errors += [{**key, "error": error, "dAP": value} for error, value in dap.items()]
+    return pd.DataFrame(rows, columns=COLUMNS), pd.DataFrame(errors, columns=ERROR_COLUMNS)
 
 
 def _check_masks(dataset: EvaluationImages) -> None:
@@ -73,16 +136,20 @@ def _check_masks(dataset: EvaluationImages) -> None:
 
 
 def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int] | None = None,
-                 batch_size: int = 1, backend: Backend = "faster", progress: bool = True,
+                 batch_size: int = 1, backend: Backend = "hotcoco", progress: bool = True,
                  workers: int = 0) -> ProbeResult:
-    """Probe ``layers`` (default: all, 0..L) of ``model`` on ``dataset``."""
-    check_categories(model, dataset)
-    _check_masks(dataset)
+    """Probe ``layers`` (default: all, 0..L) of ``model`` on ``dataset`` (one without
+    annotations: consistency only, category ids 1..C)."""
+    labelled = dataset.dataset.has_annotations
+    if labelled:
+        check_categories(model, dataset)
+        _check_masks(dataset)
     last = model.config.predictor.dec_layers
     layers = list(range(last + 1)) if layers is None else sorted(set(layers))
     if any(not 0 <= layer <= last for layer in layers):
         raise ValueError(f"layers must lie in 0..{last} for a model with {last} decoder layers")
-    category_ids = dataset.dataset.category_ids
+    category_ids = (dataset.dataset.category_ids if labelled else
+                    range(1, model.config.predictor.num_classes + 1))
     topk = model.config.detections_per_image
     results: dict[int, list] = {layer: [] for layer in layers}
     stage_results: dict[str, list] = {}
@@ -105,35 +172,49 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
                                       topk)
                 stage_results.setdefault(f"ti{index + 1}", []).extend(
                     instances_to_results(boxes, target["image_id"], category_ids, masks=False))
-    ground_truth = dataset.dataset.data
     name = model.config.name
-    rows = []
     for layer in layers:
         results[layer] = distributed.gather_lists(results[layer])
-        for iou, task in TASKS.items():
-            metrics = coco_evaluate(ground_truth, results[layer], iou, backend)
-            rows.append({"model": name, "layer": layer, "task": task, **metrics})
+    stage_results = {stage: distributed.gather_lists(found)
+                     for stage, found in stage_results.items()}
+    consistency = _consistency(name, results)
+    if not labelled:
+        return ProbeResult(pd.DataFrame(columns=COLUMNS),
+                           pd.DataFrame(columns=["model", "stage", "task", *METRICS]), {},
+                           consistency=consistency, results=results)
+    ground_truth = dataset.dataset.data
+    table, errors = _score_layers(ground_truth, results, name, backend)
     stage_rows = [{"model": name, "stage": stage, "task": "box",
-                   **coco_evaluate(ground_truth, distributed.gather_lists(found), "bbox",
-                                   backend)}
+                   **coco_evaluate(ground_truth, found, "bbox", backend)}
                   for stage, found in stage_results.items()]
-    table = pd.DataFrame(rows, columns=COLUMNS)
     stages = pd.DataFrame(stage_rows, columns=["model", "stage", "task", *METRICS])
-    return ProbeResult(table, stages, imbalance_measures(table), results)
+    return ProbeResult(table, stages, imbalance_measures(table, errors), errors, consistency,
+                       results)
+
+
+def detection_files(out_dir: Path, layer: int) -> dict[str, Path]:
+    """``{"bbox": out_dir/detections/layer{L}_bbox.json, "segm": ...}``."""
+    return {iou: out_dir / "detections" / f"layer{layer}_{iou}.json" for iou in TASKS}
 
 
 def save_probe(result: ProbeResult, out_dir: Path, info: dict, detections: bool = True) -> None:
-    """Write ``out_dir/probe.csv`` (the table), ``probe.json`` (``info``, then the table, the
-    DI stages and the imbalance measures) and, with ``detections``, the COCO result files
-    ``detections/layer{L}_{bbox,segm}.json``; each file atomically."""
+    """Write ``out_dir/probe.json`` (``info``, TIDE's thresholds, then the table, the DI
+    stages, the imbalance measures, the errors and the consistency), ``consistency.csv``
+    and, with AP (a labelled dataset), ``probe.csv`` (the table) and ``errors.csv``; with
+    ``detections``, the COCO result files ``detections/layer{L}_{bbox,segm}.json``, which
+    list the same detections in the same order (the bbox file without the masks); each
+    file atomically."""
     if detections:
         for layer, found in result.results.items():
             boxes = [{k: v for k, v in r.items() if k != "segmentation"} for r in found]
-            for iou, entries in (("bbox", boxes), ("segm", found)):
-                atomic_write_text(out_dir / "detections" / f"layer{layer}_{iou}.json",
-                                  json.dumps(entries))
-    atomic_write_text(out_dir / "probe.csv", result.table.to_csv(index=False))
+            for iou, path in detection_files(out_dir, layer).items():
+                atomic_write_text(path, json.dumps(boxes if iou == "bbox" else found))
+    if result.has_ap:
+        atomic_write_text(out_dir / "probe.csv", result.table.to_csv(index=False))
+        atomic_write_text(out_dir / "errors.csv", result.errors.to_csv(index=False))
+    atomic_write_text(out_dir / "consistency.csv", result.consistency.to_csv(index=False))
     atomic_write_text(out_dir / "probe.json", json.dumps({
-        **info, "table": result.table.to_dict(orient="records"),
+        **info, "tide": TIDE_THRESHOLDS, "table": result.table.to_dict(orient="records"),
         "di_stages": result.stages.to_dict(orient="records"),
-        "imbalance": result.imbalance}, indent=2))
+        "imbalance": result.imbalance, "errors": result.errors.to_dict(orient="records"),
+        "consistency": result.consistency.to_dict(orient="records")}, indent=2))

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from dimaskdino import __version__
+from dimaskdino.cli.compare import compare
 from dimaskdino.cli.data import data_app
 from dimaskdino.cli.demo import demo
 from dimaskdino.cli.errors import fail
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.command("train")(train)
 app.command("eval")(evaluate)
 app.command("layer-probe")(layer_probe)
+app.command("compare")(compare)
 app.command("visualize")(visualize)
 app.command("run-ablation")(run_ablation)
 app.command("report")(report)

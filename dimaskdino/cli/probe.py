@@ -31,17 +31,20 @@ def layer_probe(
     checkpoint: Annotated[Path, typer.Argument(help="A dimask checkpoint (.pth), or an "
                                                "official one with --official-config.")],
     data: Annotated[str | None, typer.Option(
-        help="Dataset spec (default: the checkpoint's own dataset); its val split is used.")
+        help="Dataset spec (default: the checkpoint's own dataset); its val split is used. "
+             "images:DIR (no annotations): consistency and detections only.")
     ] = None,
     official_config: Annotated[Path | None, typer.Option(
         help="The official YAML of an official MaskDINO / DI-MaskDINO checkpoint.")] = None,
     layers: Annotated[str, typer.Option(help="'all' or e.g. '0,3,6'.")] = "all",
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("probe"),
-    backend: Annotated[str, typer.Option(help="faster | pycocotools")] = "faster",
+    backend: Annotated[str, typer.Option(help="hotcoco | faster | pycocotools")] = "hotcoco",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """AP_box and AP_mask of every decoder layer (layer 0 = the decoder's input queries)
-    from one forward pass per batch; writes probe.csv, probe.json and per-layer detections."""
+    from one forward pass per batch, their TIDE error decomposition and the box-mask
+    consistency; writes probe.csv, errors.csv, consistency.csv, probe.json and per-layer
+    detections (images:DIR, no annotations: consistency and detections only)."""
     with user_errors():
         from dimaskdino.analysis.probe import probe_layers, save_probe
         from dimaskdino.checkpoint import load_model
@@ -60,26 +63,54 @@ def layer_probe(
             raise
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        annotations = source.annotation_file
         save_probe(result, out_dir, {"checkpoint": str(checkpoint), "dataset": source.spec,
-                                     "annotation_file": str(source.annotation_file)})
+                                     "annotation_file": annotations and str(annotations)})
         out.print(probe_table(result))
-        out.print(f"first-layer gap (AP_mask - AP_box): {result.imbalance['first_layer_gap']:+.1f}"
-                  f", last-layer gap: {result.imbalance['last_layer_gap']:+.1f}")
-        out.print(f"written: {out_dir / 'probe.csv'}, {out_dir / 'probe.json'}, "
+        written = ["probe.json", "consistency.csv"]
+        if result.has_ap:
+            measures = result.imbalance
+            out.print(f"first-layer gap (AP_mask - AP_box): {measures['first_layer_gap']:+.1f}"
+                      f", last-layer gap: {measures['last_layer_gap']:+.1f}; Loc dAP box - "
+                      f"mask: first {measures['first_layer_loc_box_minus_mask']:+.1f}, last "
+                      f"{measures['last_layer_loc_box_minus_mask']:+.1f}")
+            written[:0] = ["probe.csv", "errors.csv"]
+        else:
+            out.print(f"{source.spec} has no annotations: box-mask consistency and detections "
+                      "only, no AP")
+        out.print(f"written: {', '.join(str(out_dir / name) for name in written)}, "
                   f"{out_dir / 'detections'}/")
 
 
+def _loc(result, layer) -> list[str]:
+    """The Loc delta AP of box and mask at ``layer``."""
+    errors = result.errors
+    loc = errors[(errors["layer"] == layer) & (errors["error"] == "Loc")].set_index("task")
+    return [f"{loc.loc[task, 'dAP']:.1f}" if task in loc.index else "-"
+            for task in ("box", "mask")]
+
+
 def probe_table(result) -> Table:
-    """The probe as a rich table: one row per layer, box and mask AP side by side."""
-    table = Table(title=f"layer probe: {result.table['model'].iloc[0]}")
-    for column in ("layer", "AP box", "AP mask", "gap", "AP50 box", "AP50 mask"):
+    """The probe as a rich table: one row per layer, box and mask AP side by side, TIDE's
+    Loc delta AP of each and the box-mask consistency (mean IoU); without annotations the
+    consistency only."""
+    model = result.consistency["model"].iloc[0]
+    table = Table(title=f"layer probe: {model}")
+    consistency = result.consistency.set_index("layer")
+    ap = ("AP box", "AP mask", "gap", "AP50 box", "AP50 mask", "Loc dAP box", "Loc dAP mask")
+    for column in ("layer", *(ap if result.has_ap else ()), "box-mask IoU", "IoU < 0.5"):
         table.add_column(column, justify="right")
-    wide = result.table.pivot(index="layer", columns="task", values=["AP", "AP50"])
-    for layer, row in wide.iterrows():
-        table.add_row(str(layer), f"{row[('AP', 'box')]:.1f}", f"{row[('AP', 'mask')]:.1f}",
-                      f"{row[('AP', 'mask')] - row[('AP', 'box')]:+.1f}",
-                      f"{row[('AP50', 'box')]:.1f}", f"{row[('AP50', 'mask')]:.1f}")
+    for layer, row in consistency.iterrows():
+        agreement = [f"{row['mean_iou']:.3f}", f"{row['frac_below_0.5']:.2f}"]
+        if not result.has_ap:
+            table.add_row(str(layer), *agreement)
+            continue
+        ap_row = result.table[result.table["layer"] == layer].set_index("task")
+        box, mask = ap_row.loc["box"], ap_row.loc["mask"]
+        table.add_row(str(layer), f"{box['AP']:.1f}", f"{mask['AP']:.1f}",
+                      f"{mask['AP'] - box['AP']:+.1f}", f"{box['AP50']:.1f}",
+                      f"{mask['AP50']:.1f}", *_loc(result, layer), *agreement)
     for _, row in result.stages.iterrows():
         table.add_row(f"DI {row['stage']}", f"{row['AP']:.1f}", "-", "-", f"{row['AP50']:.1f}",
-                      "-")
+                      "-", "-", "-", "-", "-")
     return table

@@ -91,7 +91,7 @@ def evaluate(
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Also write DIR/eval.json: {\"bbox\": {\"AP\": ..}, \"segm\": {..}}.")
     ] = None,
-    backend: Annotated[str, typer.Option(help="faster | pycocotools")] = "faster",
+    backend: Annotated[str, typer.Option(help="hotcoco | faster | pycocotools")] = "hotcoco",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Box and mask AP of a checkpoint's final predictions on a validation split."""

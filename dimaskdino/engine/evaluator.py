@@ -1,7 +1,8 @@
 """COCO evaluation of detections and instance masks (AP x 100, as the paper reports).
 
-faster-coco-eval (C++) is the default backend; pycocotools is selectable and is the
-reference the tests hold it to.
+hotcoco (Rust) is the default backend: it scores like pycocotools and adds TIDE's error
+decomposition (:func:`tide_errors`); faster-coco-eval (C++) and pycocotools stay
+selectable, and pycocotools is the reference the tests hold the others to.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from pycocotools import mask as mask_utils
 from dimaskdino.data.coco import DatasetError
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-Backend = Literal["faster", "pycocotools"]
+Backend = Literal["hotcoco", "faster", "pycocotools"]
+BACKEND_HELP = "hotcoco | faster | pycocotools"
+# TIDE's thresholds (Bolya et al. 2020): a match at IoU >= 0.5; a detection overlapping no
+# object by IoU >= 0.1 is background
+TIDE_POS_IOU, TIDE_BACKGROUND_IOU = 0.5, 0.1
+TIDE_ERRORS = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss", "FP", "FN")
 
 
 def check_backend(backend: str) -> None:
@@ -27,7 +33,8 @@ def check_backend(backend: str) -> None:
     from dimaskdino.config import ConfigError
 
     if backend not in typing.get_args(Backend):
-        raise ConfigError(f"unknown backend {backend!r}; choose faster or pycocotools")
+        raise ConfigError(f"unknown backend {backend!r}; choose "
+                          f"{BACKEND_HELP.replace(' |', ',')}")
 
 
 def encode_masks(masks: torch.Tensor) -> list[dict]:
@@ -71,22 +78,69 @@ def _copies(entries: list[dict]) -> list[dict]:
             if isinstance(e.get("segmentation"), dict) else dict(e) for e in entries]
 
 
+def _prepared(results: list[dict], iou_type: str) -> list[dict]:
+    """Copies of ``results``; a box evaluation must not read segmentations."""
+    results = _copies(results)
+    if iou_type == "bbox":
+        for r in results:
+            r.pop("segmentation", None)
+    return results
+
+
+def hotcoco_ground_truth(ground_truth: dict):
+    """A hotcoco ``COCO`` of a COCO-format dataset dict (built once, scored many times;
+    hotcoco copies what it reads, the dict is left as it was)."""
+    import hotcoco
+
+    return hotcoco.COCO(ground_truth)
+
+
+def hotcoco_evaluation(ground_truth, results: list[dict], iou_type: Literal["bbox", "segm"]):
+    """A hotcoco ``COCOeval`` of ``results`` on ``ground_truth`` (a
+    :func:`hotcoco_ground_truth`), ``evaluate()`` done: per-image matches, ready for
+    :func:`summary` and :func:`tide_errors`."""
+    import hotcoco
+
+    evaluator = hotcoco.COCOeval(ground_truth, ground_truth.load_res(_prepared(results, iou_type)),
+                                 iou_type)
+    evaluator.evaluate()
+    return evaluator
+
+
+def summary(evaluator) -> dict[str, float]:
+    """:data:`METRICS` (x 100) of an evaluated COCOeval (any backend); its printed summary
+    is silenced."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(value) * 100 for name, value in zip(METRICS, evaluator.stats[:6])}
+
+
+def tide_errors(evaluator) -> dict[str, float]:
+    """TIDE's delta AP (x 100) per error type of :data:`TIDE_ERRORS` of an evaluated hotcoco
+    COCOeval: how much AP at IoU :data:`TIDE_POS_IOU` would rise if that error were fixed
+    (background below IoU :data:`TIDE_BACKGROUND_IOU`)."""
+    found = evaluator.tide_errors(pos_thr=TIDE_POS_IOU, bg_thr=TIDE_BACKGROUND_IOU)["delta_ap"]
+    return {error: float(found[error]) * 100 for error in TIDE_ERRORS}
+
+
 def coco_evaluate(ground_truth: dict, results: list[dict], iou_type: Literal["bbox", "segm"],
-                  backend: Backend = "faster") -> dict[str, float]:
+                  backend: Backend = "hotcoco") -> dict[str, float]:
     """AP, AP50, AP75, APs, APm, APl (x 100) of ``results`` on a COCO-format dataset dict.
 
     No results gives zeros; the backends' printed summaries are silenced.
     """
     if not results:
         return dict.fromkeys(METRICS, 0.0)
-    # the evaluators set keys on the entries they read (areas, converted masks): they get
-    # copies of the entries, which is enough since they replace values instead of editing them
+    if backend == "hotcoco":
+        return summary(hotcoco_evaluation(hotcoco_ground_truth(ground_truth), results,
+                                          iou_type))
+    # the other evaluators set keys on the entries they read (areas, converted masks): they
+    # get copies of the entries, which is enough since they replace values instead of
+    # editing them
     ground_truth = {**ground_truth, "images": _copies(ground_truth["images"]),
                     "annotations": _copies(ground_truth["annotations"])}
-    results = _copies(results)
-    if iou_type == "bbox":  # a box evaluation must not read segmentations
-        for r in results:
-            r.pop("segmentation", None)
+    results = _prepared(results, iou_type)
     with contextlib.redirect_stdout(io.StringIO()):
         if backend == "faster":
             from faster_coco_eval import COCO, COCOeval_faster
@@ -104,9 +158,7 @@ def coco_evaluate(ground_truth: dict, results: list[dict], iou_type: Literal["bb
         else:
             raise ValueError(f"unknown evaluation backend {backend!r}")
         evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return {name: float(value) * 100 for name, value in zip(METRICS, evaluator.stats[:6])}
+    return summary(evaluator)
 
 
 def check_categories(model, dataset) -> None:
@@ -118,7 +170,7 @@ def check_categories(model, dataset) -> None:
                            f"{dataset.dataset.annotation_file} has {found} categories")
 
 
-def evaluate_model(model, dataset, batch_size: int = 1, backend: Backend = "faster",
+def evaluate_model(model, dataset, batch_size: int = 1, backend: Backend = "hotcoco",
                    workers: int = 0, progress: bool = True) -> dict[str, dict[str, float]]:
     """Box and mask AP of ``model``'s final predictions on ``dataset`` (an
     :class:`~dimaskdino.data.loader.EvaluationImages`): ``{"bbox": {...}, "segm": {...}}``.

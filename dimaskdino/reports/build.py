@@ -19,11 +19,18 @@ from pandas.io.formats.style import Styler
 from dimaskdino import __version__
 from dimaskdino.fileio import atomic_write, atomic_write_text
 from dimaskdino.reports import figures
+from dimaskdino.reports.claims import RULE, claims_table
 from dimaskdino.reports.definitions import DATASET_NAMES, overview, reference, switches
 from dimaskdino.reports.gallery import section_gallery
 from dimaskdino.reports.html import render
 from dimaskdino.reports.runs import Section, load_sections
-from dimaskdino.reports.tables import display_table, latex, numeric_table, styled
+from dimaskdino.reports.tables import (
+    display_table,
+    full_layout,
+    latex,
+    numeric_table,
+    styled,
+)
 from dimaskdino.studies.registry import STUDIES
 
 PACKAGES = ("torch", "mlflow", "pandas", "matplotlib", "seaborn")
@@ -60,6 +67,24 @@ def _tables(section: Section) -> tuple[pd.DataFrame, Styler, str]:
     return numeric, styled(numeric, shown, caption), latex(shown, caption)
 
 
+def _claims(sections: list[Section]) -> tuple[pd.DataFrame, dict]:
+    """The claims table (CSV) and its template variables: the table as HTML (verdicts
+    tinted), the rule, and the claims no run can test."""
+    table, untested = claims_table(sections)
+    tint = {"agrees": "background-color: #d5efd9", "disagrees": "background-color: #fbd5d0"}
+    shown = table.assign(interval=[f"[{lo:+.2f}, {hi:+.2f}]" if n > 1 else "n/a (one seed)"
+                                   for lo, hi, n in zip(table["ci_low"], table["ci_high"],
+                                                        table["seeds"])])
+    shown = shown[["source", "claim", "section", "effect", "seeds", "mean", "interval",
+                   "verdict"]]
+    styler = (shown.style.format({"mean": "{:+.2f}"}).hide(axis="index")
+              .map(lambda v: tint.get(v, ""), subset=["verdict"])
+              .set_table_attributes('class="claims-table"'))
+    return table, {"claims_html": Markup(styler.set_uuid("claims").to_html()),
+                   "claims_rule": RULE,
+                   "untested": [f"{c.source}: {c.text}" for c in untested]}
+
+
 def _section_context(section: Section, styler: Styler, charts: list) -> dict:
     """The template's variables for one section."""
     ref = reference(section.study, section.dataset)
@@ -72,6 +97,7 @@ def _section_context(section: Section, styler: Styler, charts: list) -> dict:
         "runs": len(section.runs), "matched": ref.matched,
         "paper_dataset": DATASET_NAMES[ref.key],
         "table_html": Markup(styler.set_uuid(section.key).to_html()),
+        "full_layout_html": Markup(full_layout(section).to_html(border=0)),
         "cells": [{"name": c.name, "model": c.model, "overrides": c.overrides,
                    "seeds": counts.get(c.name, "not run")} for c in section.study.cells],
         "charts": charts, "shared": shared,
@@ -91,22 +117,27 @@ def write_report(tracking_uri: str, studies: list[str] | None, out: Path) -> Pat
     chosen = next(((s, cells) for s in sections if (cells := figures.figure_one_cells(s))),
                   None)
     figure_one = figures.figure_one(*chosen) if chosen else None
+    tide = figures.tide_bars(*chosen) if chosen else None
+    claims, claims_context = _claims(sections)
+    files["claims.csv"] = claims.to_csv(index=False)
     for section in sections:
         numeric, styler, tex = _tables(section)
         files[f"{section.key}-table.csv"] = numeric.to_csv()
         files[f"{section.key}-table.tex"] = tex
         mine = [draw(section) for draw in (figures.layer_curves, figures.layer_gap,
                                            figures.loss_curves)]
+        mine += [c for c in (figures.consistency_curve(section),) if c is not None]
         charts += mine
         contexts.append(_section_context(section, styler, mine))
         contexts[-1]["gallery"] = gallery = section_gallery(tracking_uri, section)
         charts += [gallery] if gallery else []
-    for chart in [*([figure_one] if figure_one else []), *charts]:
+    for chart in [*(c for c in (figure_one, tide) if c), *charts]:
         files[f"{chart.stem}.png"], files[f"{chart.stem}.svg"] = chart.png, chart.svg
     page = render({
         "title": "DI-MaskDINO diagnostic studies", "tracking_uri": tracking_uri,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "assets": assets.name, "versions": versions(), "figure_one": figure_one,
+        "tide": tide, **claims_context,
         "sections": contexts, "overview": overview(), "switches": switches(),
         "studies": [(s.name, s.table, s.description) for s in STUDIES.values()],
     })

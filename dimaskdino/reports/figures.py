@@ -157,3 +157,69 @@ def loss_curves(section: Section) -> Chart:
         return _render(figure, f"{section.key}-loss", "Training loss",
                        "Total training loss (weighted sum of all terms) per iteration, mean "
                        "over seeds ± std.")
+
+
+def _diagnostic(section: Section, prefix: str) -> pd.DataFrame:
+    """The section's diagnostics whose metric starts with ``prefix`` (see
+    :class:`~dimaskdino.reports.runs.Section`), the prefix cut from the metric names."""
+    found = section.diagnostics[section.diagnostics["metric"].str.startswith(prefix)]
+    return found.assign(metric=found["metric"].str.removeprefix(prefix))
+
+
+def tide_bars(section: Section, cells: tuple[str, str]) -> Chart | None:
+    """TIDE's delta AP per error type at the first and the last decoder layer, box vs mask,
+    for the MaskDINO and the DI-MaskDINO ``cells`` (mean over seeds, bars ± std); None
+    when the runs logged no errors."""
+    from dimaskdino.engine.evaluator import TIDE_ERRORS
+
+    tide = _diagnostic(section, "tide_")
+    tide = tide[tide["cell"].isin(cells)]
+    if tide.empty:
+        return None
+    parts = tide["metric"].str.rpartition("_")
+    names = {e.lower(): e for e in TIDE_ERRORS}
+    last = tide.groupby("cell")["layer"].transform("max")
+    tide = tide.assign(error=parts[0].map(names), task=parts[2], dAP=tide["value"])
+    tide = tide[(tide["layer"] == 0) | (tide["layer"] == last)]
+    tide = tide.assign(position=["first layer" if layer == 0 else "last layer"
+                                 for layer in tide["layer"]])
+    model = dict(zip(section.runs["cell"], section.runs["model"]))
+    with style():
+        figure = Figure(layout="constrained", figsize=(10, 6.4))
+        axes = figure.subplots(2, 2, sharey=True, sharex=True)
+        for row, cell in zip(axes, cells):
+            for ax, position in zip(row, ("first layer", "last layer")):
+                mine = tide[(tide["cell"] == cell) & (tide["position"] == position)]
+                sns.barplot(mine, x="error", y="dAP", hue="task", errorbar="sd", ax=ax,
+                            order=list(TIDE_ERRORS), hue_order=["box", "mask"])
+                ax.set(title=f"{MODEL_NAMES.get(model[cell], model[cell])} ({cell}), "
+                             f"{position}", xlabel="", ylabel="TIDE dAP")
+                ax.legend_.remove()
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        figure.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False)
+        return _render(figure, "tide-errors", "Why detection lags: TIDE errors, first vs last "
+                       "layer", f"{section.study.name} at scale {section.scale} on "
+                       f"{section.dataset}: how much AP50 each error type costs (TIDE delta "
+                       "AP, match IoU 0.5, background IoU 0.1) for boxes and masks, at the "
+                       "first (0) and the last decoder layer, mean over seeds (error bars: "
+                       "std). Loc: localization; Cls: class; Both: class and location; Dupe: "
+                       "duplicate; Bkg: background; Miss: missed object; FP / FN: every "
+                       "false positive / negative.")
+
+
+def consistency_curve(section: Section) -> Chart | None:
+    """Box-mask consistency (mean IoU of each detection's box with its mask's tight box)
+    per decoder layer, one line per cell (mean ± std band); None when not logged."""
+    found = _diagnostic(section, "consistency_")
+    found = found[found["metric"] == "mean_iou"]
+    if found.empty:
+        return None
+    with style():
+        figure = Figure(layout="constrained", figsize=(6, 3.6))
+        ax = figure.subplots()
+        sns.lineplot(found, x="layer", y="value", hue="cell", errorbar="sd", marker="o", ax=ax)
+        ax.set(ylabel="mean box-mask IoU", xticks=sorted(set(found["layer"])), ylim=(0, 1.02))
+        return _render(figure, f"{section.key}-consistency", "Box-mask consistency per layer",
+                       "Mean IoU between each detection's box and the tight box of its own "
+                       "mask at every decoder layer (no labels needed; 1 = the box fits its "
+                       "mask), mean over seeds ± std.")

@@ -40,7 +40,14 @@ nav ul { columns: 2; }
 <p class="meta">Generated {{ generated }} from <code>{{ tracking_uri }}</code>.
 Files beside this page: <code>{{ assets }}/</code> (figures as PNG and SVG, tables as CSV
 and LaTeX).</p>
+<h2 id="claims">Claims</h2>
+<p>The paper's claims that these runs can test: the measured effect (mean over seeds, paired
+by seed) with its 95% t-interval over seeds and a verdict. Rule: {{ claims_rule }}.</p>
+{{ claims_html }}
+{% if untested %}<p class="meta">Not tested (no runs of the cells they need):
+{{ untested | join("; ") }}.</p>{% endif %}
 <nav><ul>
+<li><a href="#claims">Claims</a></li>
 <li><a href="#environment">Environment</a></li>
 {% if figure_one %}<li><a href="#figure-1">Figure 1</a></li>{% endif %}
 {% for s in sections %}<li><a href="#{{ s.key }}">{{ s.table }}: {{ s.name }}
@@ -61,6 +68,7 @@ and LaTeX).</p>
 
 {% if figure_one %}<h2 id="figure-1">Figure 1: the imbalance at the first layer</h2>
 {{ chart(figure_one) }}{% endif %}
+{% if tide %}{{ chart(tide) }}{% endif %}
 
 {% for s in sections %}
 <h2 id="{{ s.key }}">{{ s.table }}: {{ s.name }}</h2>
@@ -71,6 +79,9 @@ over seeds; Δ = measured &minus; paper.</p>
 {{ s.paper_dataset }} numbers as a reference only: the {{ s.scale }} scale on
 <code>{{ s.dataset }}</code> is not expected to match them.</p>{% endif %}
 {{ s.table_html }}
+<details open><summary>{{ s.table }} in the paper's full layout (every dataset it ran on;
+measured beside the dataset of these runs, or beside each as a reference only)</summary>
+{{ s.full_layout_html }}</details>
 <details><summary>cells of {{ s.name }} (the paper-scale overrides of the registry)</summary>
 <table><tr><th class="left">cell</th><th class="left">model</th><th class="left">overrides</th>
 <th>seeds run</th></tr>{% for c in s.cells %}<tr><td class="left">{{ c.name }}</td>

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -20,6 +20,10 @@ CELL_FILTER = "tags.role = 'cell' and attributes.status = 'FINISHED'"
 RUN_COLUMNS = {"run_id": "run_id", "tags.cell": "cell", "tags.seed": "seed",
                "tags.model": "model", "tags.scale": "scale", "params.data.dataset": "dataset",
                "metrics.final_ap_box": "final_ap_box", "metrics.final_ap_mask": "final_ap_mask"}
+
+
+DIAGNOSTIC_COLUMNS = ["cell", "seed", "layer", "metric", "value"]
+DIAGNOSTIC_PREFIXES = ("tide_", "consistency_")
 
 
 class ReportError(Exception):
@@ -33,7 +37,9 @@ class Section:
     ``runs``: one row per finished (cell, seed), columns run_id, cell, seed (int), model,
     scale, dataset, final_ap_box, final_ap_mask; ``params``: the flattened configs, one row
     per run (index run_id, columns ``data.dataset``, ...); ``layers``: cell, seed, layer,
-    ap_box, ap_mask; ``losses``: cell, seed, iteration, loss.
+    ap_box, ap_mask; ``losses``: cell, seed, iteration, loss; ``diagnostics``: the per-layer
+    TIDE errors and box-mask consistency, long form: cell, seed, layer, metric (``tide_loc_box``,
+    ``consistency_mean_iou``, ...), value (empty for runs that did not log them).
     """
 
     study: Study
@@ -43,6 +49,8 @@ class Section:
     params: pd.DataFrame
     layers: pd.DataFrame
     losses: pd.DataFrame
+    diagnostics: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=DIAGNOSTIC_COLUMNS))
 
     @property
     def key(self) -> str:
@@ -86,6 +94,17 @@ def _histories(client, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             pd.concat(losses, ignore_index=True)[[*order, "iteration", "loss"]])
 
 
+def _diagnostics(client, runs: pd.DataFrame) -> pd.DataFrame:
+    """The per-layer diagnostics of ``runs`` (see :class:`Section`)."""
+    rows = []
+    for run in runs.itertuples():
+        keys = [k for k in client.get_run(run.run_id).data.metrics
+                if k.startswith(DIAGNOSTIC_PREFIXES)]
+        rows += [(run.cell, run.seed, m.step, key, m.value) for key in sorted(keys)
+                 for m in client.get_metric_history(run.run_id, key)]
+    return pd.DataFrame(rows, columns=DIAGNOSTIC_COLUMNS)
+
+
 def _finished_runs(client, study: Study) -> pd.DataFrame:
     """The newest finished run of each (cell, seed, scale, dataset) of the study's cells,
     with the columns of :data:`RUN_COLUMNS` plus ``params.*``; empty if none."""
@@ -119,7 +138,7 @@ def _sections(client, study: Study, found: pd.DataFrame) -> list[Section]:
         layers, losses = _histories(client, runs)
         sections.append(Section(study, scale, dataset,
                                  runs[list(RUN_COLUMNS.values())].reset_index(drop=True),
-                                 params, layers, losses))
+                                 params, layers, losses, _diagnostics(client, runs)))
     return sections
 
 

@@ -1,5 +1,6 @@
-"""A study's table in the paper's layout: measured AP (mean and std over seeds) beside the
-paper's, their difference and, for Tab. 3, each condition's change from ``standard``."""
+"""A study's table in the paper's layout: measured AP (mean, std and 95% t-interval over
+seeds) beside the paper's, their difference and, for Tab. 3, each condition's change from
+``standard``; and the paper's full layout, both datasets' columns (:func:`full_layout`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import math
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-from dimaskdino.reports.definitions import layout, reference
+from dimaskdino.reports.definitions import DATASET_NAMES, layout, reference
 from dimaskdino.reports.runs import Section
+from dimaskdino.reports.stats import t_interval
 
 METRICS = {"AP box": "final_ap_box", "AP mask": "final_ap_mask"}
-FIELDS = ("mean", "std", "seeds", "paper", "diff")
+FIELDS = ("mean", "std", "ci_low", "ci_high", "seeds", "paper", "diff")
 CHANGES = ("change %", "paper change %")
 MISSING = "n/a"
 LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "✓": r"$\checkmark$"}
@@ -21,24 +23,25 @@ LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "✓": r"$\checkmark$"}
 def numeric_table(section: Section) -> pd.DataFrame:
     """One row per cell (index: the layout's row labels, a MultiIndex for several levels);
     columns ``(group, metric, field)`` with group the layout's column group (level dropped
-    when the study has none), metric ``AP box`` / ``AP mask`` and field mean, std, seeds,
-    paper, diff (mean - paper) and, with a reference row, ``change %`` / ``paper change %``
-    (relative to that row of the same group). Cells without runs have NaN measurements."""
+    when the study has none), metric ``AP box`` / ``AP mask`` and field mean, std, ci_low,
+    ci_high (95% t-interval over seeds), seeds, paper, diff (mean - paper) and, with a
+    reference row, ``change %`` / ``paper change %`` (relative to that row of the same
+    group). Cells without runs have NaN measurements."""
     plan = layout(section.study)
     key = reference(section.study, section.dataset).key
-    stats = section.runs.groupby("cell")[list(METRICS.values())].agg(["mean", "std", "count"])
+    values = section.runs.groupby("cell")[list(METRICS.values())]
     data: dict[tuple, dict[tuple, float]] = {}
     for cell in section.study.cells:
         row = data.setdefault(plan.rows[cell.name], {})
         group = plan.groups.get(cell.name, "")
         paper = cell.paper_ap.get(key, (math.nan, math.nan))
         for (metric, column), expected in zip(METRICS.items(), paper):
-            found = stats.loc[cell.name, column] if cell.name in stats.index else None
-            mean = math.nan if found is None else found["mean"]
-            values = {"mean": mean, "std": math.nan if found is None else found["std"],
-                      "seeds": 0 if found is None else found["count"], "paper": expected,
-                      "diff": mean - expected}
-            row.update({(group, metric, f): v for f, v in values.items()})
+            found = (values.get_group(cell.name)[column].tolist()
+                     if cell.name in values.groups else [])
+            mean, std, low, high = t_interval(found)
+            fields = {"mean": mean, "std": std, "ci_low": low, "ci_high": high,
+                      "seeds": len(found), "paper": expected, "diff": mean - expected}
+            row.update({(group, metric, f): v for f, v in fields.items()})
     table = pd.DataFrame.from_dict(data, orient="index")
     table.index = (pd.MultiIndex.from_tuples(list(data), names=plan.index)
                    if len(plan.index) > 1 else pd.Index([r[0] for r in data], name=plan.index[0]))
@@ -69,7 +72,9 @@ def _measured(values: pd.Series) -> str:
     if values["seeds"] == 0:
         return "not run"
     text = _number(values["mean"])
-    return f"{text} ± {values['std']:.1f}" if values["seeds"] > 1 else f"{text} (1 seed)"
+    if values["seeds"] < 2:
+        return f"{text} (1 seed)"
+    return f"{text} ± {values['std']:.1f} [{values['ci_low']:.1f}, {values['ci_high']:.1f}]"
 
 
 def _with_change(text: str, change: float, is_reference: bool) -> str:
@@ -78,7 +83,7 @@ def _with_change(text: str, change: float, is_reference: bool) -> str:
 
 def display_table(numeric: pd.DataFrame, paper_label: str) -> pd.DataFrame:
     """``numeric`` (from :func:`numeric_table`) as text in the paper's layout: per metric
-    ``measured`` (mean ± std), ``paper_label`` and ``Δ`` (measured - paper); a
+    ``measured`` (mean ± std [95% t-interval]), ``paper_label`` and ``Δ`` (measured - paper); a
     ``change %`` is appended in brackets, as in Tab. 3."""
     prefixes = list(dict.fromkeys(c[:-1] for c in numeric.columns))
     has_changes = any(c[-1] == CHANGES[0] for c in numeric.columns)
@@ -138,3 +143,38 @@ def latex(shown: pd.DataFrame, caption: str) -> str:
     for symbol, command in LATEX_SYMBOLS.items():
         text = text.replace(symbol, command)
     return text
+
+
+def full_layout(section: Section) -> pd.DataFrame:
+    """The study's table in the paper's full layout: per column group (Tab. 3: the model),
+    per dataset the paper ran it on (BDD100K, COCO) and per metric, the paper's value and,
+    beside the dataset the runs used, the measured one (mean ± std [95% t-interval]). Runs
+    on another dataset (synthetic, custom) sit beside every dataset, in columns named
+    ``measured (reference only)``."""
+    plan = layout(section.study)
+    kind = section.dataset.partition(":")[0]
+    matched = reference(section.study, section.dataset).matched
+    beside = [kind] if matched else list(section.study.datasets)
+    label = "measured" if matched else "measured (reference only)"
+    values = section.runs.groupby("cell")[list(METRICS.values())]
+    data: dict[tuple, dict[tuple, str]] = {}
+    for cell in section.study.cells:
+        row = data.setdefault(plan.rows[cell.name], {})
+        group = plan.groups.get(cell.name, "")
+        for dataset in section.study.datasets:
+            paper = cell.paper_ap.get(dataset, (math.nan, math.nan))
+            for (metric, column), expected in zip(METRICS.items(), paper):
+                key = (group, DATASET_NAMES[dataset], metric)
+                row[(*key, "paper")] = _number(expected)
+                if dataset in beside:
+                    found = (values.get_group(cell.name)[column].tolist()
+                             if cell.name in values.groups else [])
+                    mean, std, low, high = t_interval(found)
+                    row[(*key, label)] = _measured({"seeds": len(found), "mean": mean,
+                                                    "std": std, "ci_low": low,
+                                                    "ci_high": high})
+    table = pd.DataFrame.from_dict(data, orient="index")
+    table.index = (pd.MultiIndex.from_tuples(list(data), names=plan.index)
+                   if len(plan.index) > 1 else pd.Index([r[0] for r in data], name=plan.index[0]))
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table.droplevel(0, axis=1) if not plan.groups else table

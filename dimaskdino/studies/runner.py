@@ -35,7 +35,7 @@ def _probe(checkpoint: Path, progress: bool):
     model, config = load_model(checkpoint)
     model.to(distributed.init_from_environment())
     dataset, _ = validation_images(config.data)
-    return probe_layers(model, dataset, None, config.data.test_batch_size, "faster",
+    return probe_layers(model, dataset, None, config.data.test_batch_size, "hotcoco",
                         progress=progress)
 
 
@@ -81,9 +81,10 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
             save_probe(probe, out_dir, {"checkpoint": str(result.checkpoint)},
                        detections=False)
             recorder.probe(probe.table)
+            recorder.diagnostics(probe.errors, probe.consistency)
             recorder.final(result.metrics, [*(out_dir / name for name in (
-                "probe.csv", "probe.json", "config.yaml", "final_metrics.json")),
-                _gallery(result.checkpoint, out_dir)])
+                "probe.csv", "probe.json", "errors.csv", "consistency.csv", "config.yaml",
+                "final_metrics.json")), _gallery(result.checkpoint, out_dir)])
     except BaseException as exc:
         if recorder:
             recorder.ended("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

@@ -5,7 +5,10 @@ Child runs carry the tags ``role=cell``, ``study``, ``cell``, ``seed``, ``scale`
 ``model`` and ``config_hash``; the flattened config as params; training curves (every
 numeric entry of the trainer's records, ``step=iteration``); per-layer probe metrics
 (``ap_box``, ``ap50_mask``, ... and ``ap_gap`` = AP mask - AP box, ``step=layer``); the
-final metrics (``final_ap_box``, ...); and the artifacts ``probe.csv``, ``probe.json``,
+per-layer diagnostics (TIDE delta AP ``tide_loc_box``, ``tide_miss_mask``, ... and the
+box-mask consistency ``consistency_mean_iou``, ``consistency_frac_below_0_5``,
+``consistency_detections``, ``step=layer``); the final metrics (``final_ap_box``, ...); and
+the artifacts ``probe.csv``, ``probe.json``, ``errors.csv``, ``consistency.csv``,
 ``config.yaml``, ``final_metrics.json`` and the folder ``gallery/`` (what the report's
 pictures show, :mod:`dimaskdino.analysis.layer_detections`). Parent runs carry
 ``role=parent``, ``study``, ``scale``. By default the store is ``sqlite:///OUT/mlflow.db``
@@ -123,6 +126,16 @@ def create_cell_run(client: MlflowClient, experiment: str, parent: str, job,
     return run.info.run_id
 
 
+def tide_metric(error: str, task: str) -> str:
+    """``("Loc", "box")`` -> ``tide_loc_box``."""
+    return f"tide_{error.lower()}_{task}"
+
+
+def consistency_metric(measure: str) -> str:
+    """``frac_below_0.5`` -> ``consistency_frac_below_0_5`` (MLflow keys have no dots)."""
+    return f"consistency_{measure.replace('.', '_')}"
+
+
 def layer_ap(client: MlflowClient, run_id: str) -> pd.DataFrame:
     """A finished cell's per-layer AP: columns layer, ap_box, ap_mask."""
     series = {name: {m.step: m.value for m in client.get_metric_history(run_id, name)}
@@ -174,6 +187,19 @@ class CellRecorder:
                       for m in METRICS}
             values["ap_gap"] = values["ap_mask"] - values["ap_box"]
             self.log(values, int(layer))
+
+    def diagnostics(self, errors: pd.DataFrame, consistency: pd.DataFrame) -> None:
+        """Per-layer TIDE errors (rows: layer, task, error, dAP) and box-mask consistency
+        (rows: layer, detections, mean_iou, frac_below_0.5), ``step=layer``."""
+        values: dict[int, dict[str, float]] = {}
+        for row in errors.itertuples():
+            values.setdefault(int(row.layer), {})[tide_metric(row.error, row.task)] = row.dAP
+        for row in consistency.to_dict(orient="records"):
+            values.setdefault(int(row["layer"]), {}).update(
+                {consistency_metric(k): row[k] for k in ("detections", "mean_iou",
+                                                         "frac_below_0.5")})
+        for layer, found in sorted(values.items()):
+            self.log(found, layer)
 
     def final(self, metrics: dict[str, dict[str, float]], artifacts: list[Path]) -> None:
         """Final metrics (``{"bbox": {"AP": ..}, "segm": ..}``), artifacts, FINISHED."""

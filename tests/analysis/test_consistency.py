@@ -42,3 +42,13 @@ def test_elementwise_iou_equals_pycocotools():
 def test_no_detection():
     assert box_mask_iou([]).size == 0
     assert consistency_summary([])["detections"] == 0
+
+
+def test_more_than_255_detections():
+    """A layer of 300 detections per image (pycocotools' ``mask.area`` overflows there)."""
+    mask = np.zeros((20, 30), dtype=bool)
+    mask[2:12, 5:15] = True
+    empty = np.zeros((20, 30), dtype=bool)
+    results = [_result([5, 2, 20, 10], mask if i % 3 else empty) for i in range(300)]
+    summary = consistency_summary(results)
+    assert summary["detections"] == 200 and math.isclose(summary["mean_iou"], 0.5)

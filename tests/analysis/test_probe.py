@@ -1,13 +1,19 @@
-"""The layer probe: per-layer AP agrees with pycocotools on the exported files, the last
-layer agrees with ``dimask eval``, official checkpoints probe, bad input is one line."""
+"""The layer probe: per-layer AP agrees with pycocotools on the exported files, errors with
+hotcoco's TIDE and consistency with a direct computation from those files, the last layer
+agrees with ``dimask eval``, official checkpoints probe, bare image folders give consistency
+only, bad input is one line."""
 
 from __future__ import annotations
 
 import json
 
+import hotcoco
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
 from dimaskdino.analysis.probe import imbalance_measures
@@ -61,9 +67,11 @@ def test_probe_files_agree_with_pycocotools_and_eval(trained, tmp_path):
         found = json.loads((out / "detections" / f"layer{row.layer}_{iou}.json").read_text())
         assert (iou == "segm") == ("segmentation" in found[0])
         reference = coco_evaluate(ground_truth, found, iou, backend="pycocotools")
-        assert abs(row.AP - reference["AP"]) <= 0.1
-        assert abs(row.AP50 - reference["AP50"]) <= 0.1
+        for metric in METRICS:
+            assert abs(getattr(row, metric) - reference[metric]) <= 0.01, (row, reference)
     assert table["AP"].max() > 20          # the checks above compare real numbers
+    _check_errors(out, annotations, info)
+    _check_consistency(out, info)
     # the last layer is what ``dimask eval`` reports
     model, config = load_model(checkpoint)
     dataset = EvaluationImages(CocoInstances(*spec.split(":")[1:]), config.data.test_short)
@@ -74,12 +82,111 @@ def test_probe_files_agree_with_pycocotools_and_eval(trained, tmp_path):
             assert last.loc[task, metric] == pytest.approx(final[iou][metric], abs=1e-9)
 
 
+def _check_errors(out, annotations, info):
+    """errors.csv is hotcoco's TIDE recomputed from the exported files and the annotations."""
+    errors = pd.read_csv(out / "errors.csv")
+    assert list(errors.columns) == ["model", "layer", "task", "error", "dAP"]
+    assert info["tide"] == {"pos_iou": 0.5, "background_iou": 0.1}
+    names = ["Cls", "Loc", "Both", "Dupe", "Bkg", "Miss", "FP", "FN"]
+    gt = hotcoco.COCO(str(annotations))
+    for (layer, task), rows in errors.groupby(["layer", "task"]):
+        iou = "bbox" if task == "box" else "segm"
+        found = json.loads((out / "detections" / f"layer{layer}_{iou}.json").read_text())
+        evaluator = hotcoco.COCOeval(gt, gt.load_res(found), iou)
+        evaluator.evaluate()
+        expected = evaluator.tide_errors(pos_thr=0.5, bg_thr=0.1)["delta_ap"]
+        assert list(rows["error"]) == names
+        assert rows["dAP"].to_numpy() == pytest.approx([100 * expected[n] for n in names],
+                                                        abs=1e-9)
+    assert len(errors) == 4 * 2 * len(names)
+    loc = errors[errors["error"] == "Loc"].set_index(["layer", "task"])["dAP"]
+    imbalance = info["imbalance"]
+    assert imbalance["first_layer_loc_box_minus_mask"] == pytest.approx(
+        loc[(0, "box")] - loc[(0, "mask")], abs=1e-6)
+    assert imbalance["last_layer_loc_box_minus_mask"] == pytest.approx(
+        loc[(3, "box")] - loc[(3, "mask")], abs=1e-6)
+
+
+def _check_consistency(out, info):
+    """consistency.csv from the exported files, recomputed by decoding every mask; the bbox
+    and segm files list the same detections in the same order."""
+    consistency = pd.read_csv(out / "consistency.csv")
+    assert list(consistency.columns) == ["model", "layer", "detections", "mean_iou",
+                                         "frac_below_0.5"]
+    for row in consistency.to_dict(orient="records"):
+        boxes = json.loads((out / "detections" / f"layer{row['layer']}_bbox.json").read_text())
+        masks = json.loads((out / "detections" / f"layer{row['layer']}_segm.json").read_text())
+        assert [{k: v for k, v in m.items() if k != "segmentation"} for m in masks] == boxes
+        ious = []
+        for detection in masks:
+            mask = mask_utils.decode(detection["segmentation"]).astype(bool)
+            if not mask.any():
+                continue
+            rows, columns = np.nonzero(mask)
+            tight = (columns.min(), rows.min(), columns.max() + 1, rows.max() + 1)
+            x, y, w, h = detection["bbox"]
+            inter = (max(0, min(x + w, tight[2]) - max(x, tight[0]))
+                     * max(0, min(y + h, tight[3]) - max(y, tight[1])))
+            area = (tight[2] - tight[0]) * (tight[3] - tight[1])
+            ious.append(inter / (w * h + area - inter))
+        assert row["detections"] == len(ious) > 0
+        assert row["mean_iou"] == pytest.approx(np.mean(ious), abs=1e-9)
+        assert row["frac_below_0.5"] == pytest.approx(np.mean(np.array(ious) < 0.5), abs=1e-12)
+    assert info["consistency"] == consistency.to_dict(orient="records")
+
+
+def test_errors_and_consistency_on_unseen_images(trained, tmp_path):
+    """On images the model did not fit, the errors are not all zero (the fitted images can
+    score AP50 = 100, where every TIDE error is 0)."""
+    checkpoint, _, annotations = trained
+    val = annotations.parent / "instances_val.json"
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["layer-probe", str(checkpoint), "--data",
+                                 f"coco-json:{val}:{annotations.parent.parent / 'val'}",
+                                 "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((out / "probe.json").read_text())
+    _check_errors(out, val, info)
+    _check_consistency(out, info)
+    assert pd.read_csv(out / "errors.csv")["dAP"].abs().max() > 1
+
+
+def test_probe_of_images_without_annotations(trained, tmp_path):
+    """images:DIR: consistency and detections, no AP, said in one line; an unreadable file
+    in the folder is one error line naming it, and nothing is written."""
+    checkpoint, _, annotations = trained
+    folder = annotations.parent.parent / "train"
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["layer-probe", str(checkpoint), "--data", f"images:{folder}",
+                                 "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "has no annotations: box-mask consistency and detections only, no AP" in (
+        result.output)
+    assert not (out / "probe.csv").exists() and not (out / "errors.csv").exists()
+    consistency = pd.read_csv(out / "consistency.csv")
+    assert list(consistency["layer"]) == [0, 1, 2, 3] and (consistency["detections"] > 0).all()
+    info = json.loads((out / "probe.json").read_text())
+    assert info["annotation_file"] is None and info["table"] == []
+    found = json.loads((out / "detections" / "layer3_segm.json").read_text())
+    assert {d["image_id"] for d in found} == {1, 2}
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for image in folder.iterdir():
+        Image.open(image).save(bad / image.name)
+    (bad / "broken.png").write_bytes(b"\x89PNG not an image")
+    line = one_line_error(["layer-probe", str(checkpoint), "--data", f"images:{bad}",
+                           "--out", str(tmp_path / "none")])
+    assert "broken.png" in line and not (tmp_path / "none").exists()
+
+
 def test_selected_layers(trained, tmp_path):
     checkpoint, _, _ = trained
     result = runner.invoke(app, ["layer-probe", str(checkpoint), "--layers", "0,3",
                                  "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
     assert sorted(set(pd.read_csv(tmp_path / "probe.csv")["layer"])) == [0, 3]
+    assert list(pd.read_csv(tmp_path / "consistency.csv")["layer"]) == [0, 3]
+    assert sorted(set(pd.read_csv(tmp_path / "errors.csv")["layer"])) == [0, 3]
     assert sorted(p.name for p in (tmp_path / "detections").iterdir()) == [
         "layer0_bbox.json", "layer0_segm.json", "layer3_bbox.json", "layer3_segm.json"]
 
@@ -92,6 +199,15 @@ def test_imbalance_measures():
     assert measures["gap_per_layer"] == {0: 4.0, 1: 1.0}
     assert (measures["first_layer_gap"], measures["last_layer_gap"]) == (4.0, 1.0)
     assert measures["gap_change"] == -3.0
+    assert "first_layer_loc_box_minus_mask" not in measures
+    errors = pd.DataFrame([
+        {"layer": layer, "task": task, "error": error, "dAP": value}
+        for layer, task, loc in ((0, "box", 9.0), (0, "mask", 2.5), (1, "box", 3.0),
+                                 (1, "mask", 2.0))
+        for error, value in (("Loc", loc), ("Miss", 1.0))])
+    measures = imbalance_measures(table, errors)
+    assert measures["first_layer_loc_box_minus_mask"] == 6.5
+    assert measures["last_layer_loc_box_minus_mask"] == 1.0
 
 
 @pytest.mark.parametrize("name", ["dimaskdino_tiny", "maskdino_tiny"])

@@ -1,4 +1,5 @@
-"""COCO evaluation: faster-coco-eval against pycocotools, and result conversion."""
+"""COCO evaluation: hotcoco and faster-coco-eval against pycocotools, TIDE errors on hand-made
+cases, and result conversion."""
 
 from __future__ import annotations
 
@@ -9,11 +10,18 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
+from dimaskdino.config import ConfigError
 from dimaskdino.engine.evaluator import (
     METRICS,
+    TIDE_ERRORS,
+    check_backend,
     coco_evaluate,
     encode_masks,
+    hotcoco_evaluation,
+    hotcoco_ground_truth,
     instances_to_results,
+    summary,
+    tide_errors,
 )
 
 
@@ -67,21 +75,24 @@ def test_encode_masks_round_trips():
     assert np.array_equal(decoded.transpose(2, 0, 1).astype(bool), masks.numpy())
 
 
+@pytest.mark.parametrize(("backend", "tolerance"), [("hotcoco", 1e-9), ("faster", 0.1)])
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
-def test_faster_coco_eval_agrees_with_pycocotools(iou_type):
-    gt, predictions = make_dataset()
+@pytest.mark.parametrize("seed", [0, 1])
+def test_backends_agree_with_pycocotools(iou_type, backend, tolerance, seed):
+    """hotcoco (the default) scores exactly like pycocotools; faster-coco-eval within 0.1."""
+    gt, predictions = make_dataset(seed)
     results = [r for p in predictions for r in
                instances_to_results(p["instances"], p["image_id"], [3, 7])]
-    fast = coco_evaluate(gt, results, iou_type, backend="faster")
+    fast = coco_evaluate(gt, results, iou_type, backend=backend)
     reference = coco_evaluate(gt, results, iou_type, backend="pycocotools")
     assert list(fast) == list(METRICS)
     for name in METRICS:
-        assert abs(fast[name] - reference[name]) < 0.1, (name, fast, reference)
+        assert abs(fast[name] - reference[name]) <= tolerance, (name, fast, reference)
     assert 0 < reference["AP"] < 100
     assert all(0 <= reference[name] <= 100 for name in METRICS)  # all size ranges populated
 
 
-@pytest.mark.parametrize("backend", ["faster", "pycocotools"])
+@pytest.mark.parametrize("backend", ["hotcoco", "faster", "pycocotools"])
 def test_evaluation_leaves_its_inputs_as_they_were(backend):
     """The evaluators write into the entries they read; coco_evaluate hands them copies, so
     the same ground truth and results can be scored again (the probe scores every layer)."""
@@ -102,3 +113,38 @@ def test_results_carry_dataset_ids_and_xywh_boxes():
     x0, y0, x1, y1 = predictions[0]["instances"]["pred_boxes"][0].tolist()
     assert results[0]["bbox"] == [x0, y0, x1 - x0, y1 - y0]
     assert coco_evaluate(make_dataset()[0], [], "bbox") == dict.fromkeys(METRICS, 0.0)
+
+
+def test_unknown_backend_is_a_config_error():
+    check_backend("hotcoco")
+    with pytest.raises(ConfigError, match="choose hotcoco, faster, pycocotools"):
+        check_backend("tide")
+
+
+def _one_box_dataset():
+    return {"images": [{"id": 1, "height": 100, "width": 100}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40],
+                             "area": 1600.0, "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+
+
+def _box(x, y, w, h, score, category=1):
+    return {"image_id": 1, "category_id": category, "bbox": [x, y, w, h], "score": score}
+
+
+@pytest.mark.parametrize(("detections", "expected"), [
+    # IoU 1/3 with the object (between the background 0.1 and the match 0.5): a Loc error;
+    # fixed, AP50 goes from 0 to 100
+    ([_box(30, 10, 40, 40, 0.9)], {"Loc": 100.0}),
+    # the right box with the wrong class: Cls, 0 -> 100
+    ([_box(10, 10, 40, 40, 0.9, category=2)], {"Cls": 100.0}),
+    # a confident detection on empty background ranks above the hit: AP50 50 -> 100 when it
+    # goes (Bkg, and FP, which removes every false positive)
+    ([_box(60, 60, 30, 30, 0.9), _box(10, 10, 40, 40, 0.8)], {"Bkg": 50.0, "FP": 50.0}),
+])
+def test_tide_errors_of_hand_made_cases(detections, expected):
+    evaluator = hotcoco_evaluation(hotcoco_ground_truth(_one_box_dataset()), detections, "bbox")
+    found = tide_errors(evaluator)
+    assert list(found) == list(TIDE_ERRORS)
+    assert found == pytest.approx({**dict.fromkeys(TIDE_ERRORS, 0.0), **expected}, abs=1e-9)
+    assert summary(evaluator)["AP50"] == pytest.approx(100 - max(expected.values()))

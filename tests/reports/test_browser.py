@@ -1,5 +1,5 @@
 """The report in headless Chromium: a screenshot, and the DOM's count of loaded images and
-tables (written on ``<body>`` by the page's script)."""
+tables (written on ``<body>`` by the page's script), the claims table among them."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_report_renders_in_chromium(report, tmp_path):
     body = re.search(r"<body([^>]*)>", dom)
     assert body, dom[:500]
     attributes = dict(re.findall(r'data-([a-z-]+)="(\d+)"', body.group(1)))
-    assert attributes["images"] == attributes["images-loaded"] == "5"   # gallery included
+    assert attributes["images"] == attributes["images-loaded"] == "7"   # gallery included
     assert 'id="modules-tiny-synthetic-gallery"' in dom
-    assert int(attributes["tables"]) >= 5
-    assert dom.count('class="study-table"') == 1
+    assert int(attributes["tables"]) >= 7
+    assert dom.count('class="study-table"') == 1 and dom.count('class="claims-table"') == 1

@@ -9,6 +9,7 @@ import re
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from scipy import stats
 
 from dimaskdino.reports.definitions import switches
 from dimaskdino.studies.registry import STUDIES, get_study
@@ -57,8 +58,8 @@ def test_figures_are_embedded_and_saved(report):
     html_path, files = report
     page = html_path.read_text()
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
-    stems = ["figure-1", f"{KEY}-layer-ap", f"{KEY}-layer-gap", f"{KEY}-loss",
-             f"{KEY}-gallery"]
+    stems = ["figure-1", "tide-errors", f"{KEY}-layer-ap", f"{KEY}-layer-gap", f"{KEY}-loss",
+             f"{KEY}-consistency", f"{KEY}-gallery"]
     assert len(images) == len(stems)
     for data in images:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
@@ -89,3 +90,46 @@ def test_definitions_and_configuration(report):
     assert "<code>solver.max_iter</code></td>\n<td class=\"left\"><code>4</code>" in page
     assert "Run configuration" in page and "model.predictor.first_selected_queries" in page
     assert re.search(r"seeds 0, 1 \(4 finished runs\)", page)
+
+
+def test_claims_table_opens_the_report(report, store):
+    """The claims the modules runs (baseline, di+bato; 2 seeds) can test, with their
+    effects recomputed from the MLflow metrics and the t-interval of scipy."""
+    html_path, files = report
+    page = html_path.read_text()
+    assert page.index('id="claims"') < page.index('id="environment"')
+    assert "Rule: agrees: the 95% interval lies above 0" in page
+    assert "Not tested (no runs of the cells they need):" in page
+    assert "Tab. 3: DI-MaskDINO loses less under each constraint; Tab. 4:" in page
+    claims = pd.read_csv(files / "claims.csv")
+    assert list(claims["source"]) == ["Fig. 1", "Fig. 1", "Tab. 1-2", "Tab. 1-2"]
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("modules").experiment_id
+    runs = {(r.data.tags["cell"], int(r.data.tags["seed"])): r for r in client.search_runs(
+        [experiment], "tags.role = 'cell'")}
+    for row in claims.itertuples():
+        assert row.seeds == SEEDS
+        if row.source == "Fig. 1" and "minus" not in row.effect:
+            per_seed = [_first_layer(client, runs[("baseline", s)], "mask")
+                        - _first_layer(client, runs[("baseline", s)], "box")
+                        for s in range(SEEDS)]
+        elif row.source == "Tab. 1-2":
+            task = "box" if "AP box" in row.effect else "mask"
+            per_seed = [runs[("di+bato", s)].data.metrics[f"final_ap_{task}"]
+                        - runs[("baseline", s)].data.metrics[f"final_ap_{task}"]
+                        for s in range(SEEDS)]
+        else:
+            continue
+        mean = sum(per_seed) / SEEDS
+        half = stats.t.ppf(0.975, SEEDS - 1) * pd.Series(per_seed).std() / SEEDS ** 0.5
+        assert (row.mean, row.ci_low, row.ci_high) == pytest.approx(
+            (mean, mean - half, mean + half), abs=1e-9)
+        expected = ("agrees" if mean - half > 0 else "disagrees" if mean + half < 0
+                    else "inconclusive")
+        assert row.verdict == expected and f">{expected}</td>" in page
+    assert "in the paper's full layout" in page and "measured (reference only)" in page
+
+
+def _first_layer(client, run, task) -> float:
+    history = client.get_metric_history(run.info.run_id, f"ap_{task}")
+    return next(m.value for m in history if m.step == 0)

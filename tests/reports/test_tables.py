@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from scipy import stats
 
 from dimaskdino.reports.definitions import reference
 from dimaskdino.reports.runs import Section
-from dimaskdino.reports.tables import display_table, numeric_table
+from dimaskdino.reports.tables import display_table, full_layout, numeric_table
 from dimaskdino.studies.registry import get_study
 
 TOLERANCE = get_study("imbalance-tolerance")
@@ -46,7 +47,33 @@ def test_tolerance_percentages_as_in_table_3():
     assert shown.loc["loss weight constraint", ("MaskDINO", "AP box", "paper (BDD100K)")] == (
         "24.7 (-10.2%)")
     assert shown.loc["standard", ("MaskDINO", "AP box", "paper (BDD100K)")] == "27.5"
-    assert shown.loc["standard", ("MaskDINO", "AP box", "measured")] == "20.5 ± 0.7"
+    # two seeds (20 and 21): the 95% t-interval is 20.5 ± t(0.975, 1) * std / sqrt(2)
+    half = stats.t.ppf(0.975, 1) * pd.Series([20.0, 21.0]).std() / 2 ** 0.5
+    assert row[("MaskDINO", "AP box", "ci_high")] == pytest.approx(21.5 + half)
+    assert shown.loc["standard", ("MaskDINO", "AP box", "measured")] == (
+        f"20.5 ± 0.7 [{20.5 - half:.1f}, {20.5 + half:.1f}]")
+
+
+def test_full_layout_puts_measured_beside_the_dataset_it_ran_on():
+    modules = get_study("modules")
+    rows = [{"run_id": f"{c.name}{s}", "cell": c.name, "seed": s, "model": c.model,
+             "scale": "paper", "dataset": "coco:/data/coco", "final_ap_box": 40.0 + s,
+             "final_ap_mask": 30.0} for c in modules.cells[:2] for s in (0, 1, 2)]
+    empty = pd.DataFrame()
+    table = full_layout(Section(modules, "paper", "coco:/data/coco", pd.DataFrame(rows),
+                                empty, empty, empty))
+    assert list(table.columns) == [("BDD100K", "AP box", "paper"), ("BDD100K", "AP mask", "paper"),
+                                   ("COCO", "AP box", "paper"), ("COCO", "AP box", "measured"),
+                                   ("COCO", "AP mask", "paper"), ("COCO", "AP mask", "measured")]
+    half = stats.t.ppf(0.975, 2) * 1.0 / 3 ** 0.5
+    assert table.loc[("#1", "-", "-"), ("COCO", "AP box", "measured")] == (
+        f"41.0 ± 1.0 [{41 - half:.1f}, {41 + half:.1f}]")
+    assert table.loc[("#1", "-", "-"), ("BDD100K", "AP box", "paper")] == "27.8"
+    assert table.loc[("#3", "-", "✓"), ("COCO", "AP mask", "measured")] == "not run"
+    # synthetic runs: beside both datasets, as a reference only
+    synthetic = full_layout(_section("synthetic"))
+    assert ("MaskDINO", "BDD100K", "AP box", "measured (reference only)") in synthetic.columns
+    assert synthetic.loc["standard", ("MaskDINO", "BDD100K", "AP box", "paper")] == "27.5"
 
 
 @pytest.mark.parametrize("dataset, key, matched", [

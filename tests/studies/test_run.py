@@ -67,13 +67,23 @@ def test_study_is_tracked_in_mlflow(gtg_run):
             expected = probe[probe["task"] == task].sort_values("layer")
             assert [m.step for m in history] == [0, 1, 2]
             assert [m.value for m in history] == pytest.approx(expected["AP"].tolist())
+        errors = pd.read_csv(cell_dir / "errors.csv")
+        for row in errors[errors["error"].isin(["Loc", "Miss"])].itertuples():
+            history = client.get_metric_history(
+                run.info.run_id, f"tide_{row.error.lower()}_{row.task}")
+            assert {m.step: m.value for m in history}[row.layer] == pytest.approx(row.dAP)
+        consistency = pd.read_csv(cell_dir / "consistency.csv")
+        history = client.get_metric_history(run.info.run_id, "consistency_frac_below_0_5")
+        assert [m.step for m in history] == consistency["layer"].tolist()
+        assert [m.value for m in history] == pytest.approx(
+            consistency["frac_below_0.5"].tolist(), nan_ok=True)
         loss = client.get_metric_history(run.info.run_id, "loss")
         assert sorted(m.step for m in loss) == list(range(1, 5))
         final = json.loads((cell_dir / "final_metrics.json").read_text())
         assert run.data.metrics["final_ap_mask"] == pytest.approx(final["segm"]["AP"])
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"probe.csv", "probe.json", "config.yaml", "final_metrics.json",
-                "gallery"} <= artifacts
+        assert {"probe.csv", "probe.json", "errors.csv", "consistency.csv", "config.yaml",
+                "final_metrics.json", "gallery"} <= artifacts
         assert run.info.artifact_uri.startswith((out / "mlartifacts" / "gtg").as_uri())
 
 
