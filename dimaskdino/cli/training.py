@@ -45,8 +45,10 @@ def train(
         "--resume", help="Continue from the run directory's last checkpoint.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
-    """Train MaskDINO or DI-MaskDINO (launch with torchrun for several processes)."""
-    with user_errors():
+    """Train MaskDINO or DI-MaskDINO (launch with torchrun for several processes). Ctrl-C
+    or SIGTERM ends the current iteration with a checkpoint (exit 130 / 143); --resume
+    continues from it."""
+    with user_errors("continue with the same command and --resume"):
         from dimaskdino.config import apply_overrides
         from dimaskdino.config import preset as make_preset
         from dimaskdino.engine import distributed

@@ -8,7 +8,9 @@ at the end, ``model_final.pth`` and ``final_metrics.json``.
 Bitwise resume on CPU follows from three facts: the data of iteration ``i`` is a function
 of ``i`` (:class:`~dimaskdino.data.loader.TrainingStream`), every random draw of the model
 and the criterion comes from per-image generators seeded by the stream, and checkpoints
-hold the optimizer state and the global random state.
+hold the optimizer state and the global random state. SIGINT / SIGTERM end the current
+iteration with a checkpoint at it (:mod:`dimaskdino.engine.interrupt`), so ``--resume``
+after Ctrl-C or a preemption loses nothing.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ from dimaskdino.data.loader import (
 )
 from dimaskdino.data.specs import resolve_dataset
 from dimaskdino.data.transforms import LargeScaleJitter
-from dimaskdino.engine import distributed
+from dimaskdino.engine import distributed, interrupt
 from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint, save_checkpoint
 from dimaskdino.engine.evaluator import evaluate_model
 from dimaskdino.engine.solver import build_optimizer, set_learning_rate
-from dimaskdino.fileio import atomic_write_text
+from dimaskdino.fileio import append_line, atomic_write_text
 from dimaskdino.modeling.criterion import SetCriterion
 from dimaskdino.modeling.matcher import HungarianMatcher
 from dimaskdino.modeling.model import DIMaskDINO
@@ -114,8 +116,7 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.main:
             return
-        with (self.output_dir / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.output_dir / "metrics.jsonl", json.dumps(record))
         for callback in self.callbacks:
             callback(record)
 
@@ -157,6 +158,23 @@ class Trainer:
                               yaml.safe_dump(config_to_dict(config), sort_keys=False))
         return start, path
 
+    def _end_iteration(self, done: int, checkpoint: Path | None,
+                       stop: interrupt.StopRequest) -> Path | None:
+        """Periodic checkpoint and evaluation after ``done`` iterations; on a stop signal
+        (agreed by every rank) a checkpoint at ``done`` and :class:`Interrupted`. Returns the
+        newest checkpoint."""
+        solver, name = self.config.solver, f"model_{done:07d}.pth"
+        if solver.checkpoint_period and done % solver.checkpoint_period == 0 \
+                and done < solver.max_iter:
+            checkpoint = self._checkpoint(name, done)
+        if solver.eval_period and done % solver.eval_period == 0 and done < solver.max_iter:
+            self._evaluate(done)
+        if signum := stop.agreed():
+            if checkpoint is None or checkpoint.name != name:
+                checkpoint = self._checkpoint(name, done)
+            raise interrupt.Interrupted(signum, done, checkpoint)
+        return checkpoint
+
     def run(self) -> TrainResult:
         config, solver = self.config, self.config.solver
         start, checkpoint = self._setup()
@@ -174,7 +192,8 @@ class Trainer:
                                  distributed.rank(), distributed.world_size(),
                                  config.data.workers)
         metrics: dict = {}
-        with progress_bar(disable=not (self.progress and self.main)) as bar:
+        with interrupt.StopRequest() as stop, \
+                progress_bar(disable=not (self.progress and self.main)) as bar:
             task = bar.add_task(f"train {config.model.name}", total=solver.max_iter,
                                 completed=start, status="")
             started = time.perf_counter()
@@ -206,12 +225,7 @@ class Trainer:
                     self._log({"iteration": done, "lr": lr, "time": time.perf_counter()
                                - started, **logged})
                 bar.update(task, completed=done, status=f"loss {logged['loss']:.3f}")
-                if solver.checkpoint_period and done % solver.checkpoint_period == 0 \
-                        and done < solver.max_iter:
-                    checkpoint = self._checkpoint(f"model_{done:07d}.pth", done)
-                if solver.eval_period and done % solver.eval_period == 0 \
-                        and done < solver.max_iter:
-                    self._evaluate(done)
+                checkpoint = self._end_iteration(done, checkpoint, stop)
         if start < solver.max_iter or not (self.output_dir / "model_final.pth").is_file():
             metrics = self._evaluate(solver.max_iter)
             checkpoint = self._checkpoint("model_final.pth", solver.max_iter,

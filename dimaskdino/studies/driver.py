@@ -169,15 +169,25 @@ def run_study(states: list[CellState], tracking_uri: str, out: Path, executor: s
               resources: SlurmResources | None = None) -> list[Outcome]:
     """Run the unfinished cells of ``states`` under a new parent run (``params`` on it)
     with ``executor`` (checked by :func:`check_executor`); returns one :class:`Outcome`
-    per state, in order."""
+    per state, in order. Hold the lock on ``out`` (:func:`~dimaskdino.studies.lock.exclusive`):
+    parent runs an earlier invocation on ``out`` left RUNNING are marked KILLED first. An
+    interruption (Ctrl-C, SIGTERM) marks this invocation's parent run KILLED."""
     from mlflow.tracking import MlflowClient
 
-    from dimaskdino.studies.tracking import create_cell_run, experiment_id, start_parent
+    from dimaskdino.studies.tracking import (
+        close_stale_runs,
+        create_cell_run,
+        experiment_id,
+        start_parent,
+    )
 
     first = states[0].job
     client = MlflowClient(tracking_uri)
     experiment = experiment_id(client, first.study, out)
-    parent = start_parent(client, experiment, first.study, first.scale, params)
+    for run_id in close_stale_runs(client, experiment, out):
+        echo(f"parent run {run_id} of an invocation that died without ending it: marked "
+             "KILLED")
+    parent = start_parent(client, experiment, first.study, first.scale, params, out)
     total, pending, outcomes = len(states), [], []
     for index, state in enumerate(states, 1):
         job = state.job

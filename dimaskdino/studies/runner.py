@@ -42,10 +42,11 @@ def _probe(checkpoint: Path, progress: bool):
 def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = False) -> dict:
     """Train and probe ``job`` into ``job.output_dir``, recording into the child run
     ``run_id``. Returns ``{"label", "run_id", "iteration"}``; on an error the run is marked
-    FAILED (KILLED on Ctrl-C) and the error propagates."""
+    FAILED (KILLED on Ctrl-C or SIGTERM) and the error propagates."""
     from dimaskdino.analysis.probe import save_probe
     from dimaskdino.config import config_to_dict
     from dimaskdino.engine import distributed
+    from dimaskdino.engine.interrupt import Interrupted
     from dimaskdino.engine.trainer import Trainer
     from dimaskdino.studies.tracking import CellRecorder
 
@@ -67,7 +68,8 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
                 "probe.csv", "probe.json", "config.yaml", "final_metrics.json")])
     except BaseException as exc:
         if recorder:
-            recorder.ended("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            killed = isinstance(exc, (KeyboardInterrupt, Interrupted))
+            recorder.ended("KILLED" if killed else "FAILED")
         raise
     finally:
         distributed.shutdown()
