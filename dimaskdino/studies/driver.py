@@ -177,6 +177,7 @@ def run_study(states: list[CellState], tracking_uri: str, out: Path, executor: s
     from dimaskdino.studies.tracking import (
         close_stale_runs,
         create_cell_run,
+        end_invocation,
         experiment_id,
         start_parent,
     )
@@ -209,7 +210,7 @@ def run_study(states: list[CellState], tracking_uri: str, out: Path, executor: s
                                    out / "submitit" / first.study, resources or SlurmResources(),
                                    echo)
     except BaseException:
-        client.set_terminated(parent, "KILLED")
+        end_invocation(client, experiment, parent, "KILLED")
         raise
     for outcome in outcomes:
         if outcome.run_id in errors:

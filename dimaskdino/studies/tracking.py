@@ -124,13 +124,17 @@ def close_stale_runs(client: MlflowClient, experiment: str, out: Path) -> list[s
         [experiment], "tags.role = 'parent' and attributes.status = 'RUNNING'")
         if run.data.tags.get("out") == where]
     for parent in stale:
-        children = client.search_runs(
-            [experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-        for child in children:
-            if child.info.status in ("RUNNING", "SCHEDULED"):
-                client.set_terminated(child.info.run_id, "KILLED")
-        client.set_terminated(parent.info.run_id, "KILLED")
+        end_invocation(client, experiment, parent.info.run_id, "KILLED")
     return [run.info.run_id for run in stale]
+
+
+def end_invocation(client: MlflowClient, experiment: str, parent: str, status: str) -> None:
+    """End the parent run ``parent`` with ``status``, and its child runs still RUNNING or
+    SCHEDULED (cells an interruption stopped or never reached) as KILLED."""
+    for child in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'"):
+        if child.info.status in ("RUNNING", "SCHEDULED"):
+            client.set_terminated(child.info.run_id, "KILLED")
+    client.set_terminated(parent, status)
 
 
 def create_cell_run(client: MlflowClient, experiment: str, parent: str, job,
