@@ -26,7 +26,9 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
+from dimaskdino.checkpoint import load_weights
 from dimaskdino.config import ConfigError, ExperimentConfig, config_to_dict
+from dimaskdino.config_check import check_runnable
 from dimaskdino.data.coco import CocoInstances
 from dimaskdino.data.loader import (
     EvaluationImages,
@@ -102,6 +104,7 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, output_dir: str | Path, resume: bool = False,
                  progress: bool = True,
                  callbacks: list[Callable[[dict], None]] | None = None) -> None:
+        check_runnable(config)
         self.config, self.output_dir = config, Path(output_dir)
         self.resume, self.progress = resume, progress
         self.callbacks = callbacks or []
@@ -148,7 +151,8 @@ class Trainer:
         start, path = 0, last_checkpoint(self.output_dir) if self.resume else None
         if path is not None:
             state = read_checkpoint(path)
-            self.model.load_state_dict(state["model"])
+            load_weights(self.model, state["model"], f"{path} holds another model than "
+                         "this config's (resume with the config it was trained with)")
             self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
             start = int(state["iteration"])
