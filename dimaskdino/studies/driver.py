@@ -9,7 +9,9 @@ study or ``--set`` changed: use another ``--out``).
 
 Executors: ``local`` runs the cells one after the other in this process;
 ``slurm`` submits one Slurm job array through submitit and waits for it;
-``submitit-local`` runs that same job array as local processes (no Slurm needed).
+``submitit-local`` runs that same job array as local processes (no Slurm needed). A
+preempted or timed-out cell is requeued and resumes from a checkpoint at the iteration it
+was stopped at (:class:`~dimaskdino.studies.runner.CellTask`).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def _run_submitit(pending: list[tuple[int, CellJob, str]], total: int, tracking_
     """Submit ``pending`` as one job array and wait; returns errors by run id."""
     import submitit
 
-    from dimaskdino.studies.runner import run_cell_job
+    from dimaskdino.studies.runner import CellTask
 
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
     parameters: dict = {"name": f"dimask-{pending[0][1].study}",
@@ -139,7 +141,7 @@ def _run_submitit(pending: list[tuple[int, CellJob, str]], total: int, tracking_
         parameters.update({k: v for k, v in extra.items() if v is not None})
     executor.update_parameters(**parameters)
     n = len(pending)
-    handles = executor.map_array(run_cell_job, [job for _, job, _ in pending],
+    handles = executor.map_array(CellTask(), [job for _, job, _ in pending],
                                  [tracking_uri] * n, [run_id for _, _, run_id in pending],
                                  [False] * n)
     by_job = {handle.job_id: entry for handle, entry in zip(handles, pending)}

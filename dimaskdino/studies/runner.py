@@ -8,15 +8,17 @@ pickles it into a job array. In a Slurm job of several tasks it joins them into 
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
+import submitit
+
+from dimaskdino.engine.interrupt import Interrupted, preemption_signal
 from dimaskdino.studies.plan import CellJob
 
 
 def _join_submitit_tasks() -> None:
     """Export ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``... in a multi-task submitit job."""
-    import submitit
-
     try:
         tasks = submitit.JobEnvironment().num_tasks
     except RuntimeError:  # not in a submitit job
@@ -46,7 +48,6 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
     from dimaskdino.analysis.probe import save_probe
     from dimaskdino.config import config_to_dict
     from dimaskdino.engine import distributed
-    from dimaskdino.engine.interrupt import Interrupted
     from dimaskdino.engine.trainer import Trainer
     from dimaskdino.studies.tracking import CellRecorder
 
@@ -74,3 +75,28 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
     finally:
         distributed.shutdown()
     return {"label": job.label, "run_id": run_id, "iteration": result.iteration}
+
+
+class CellTask(submitit.helpers.Checkpointable):
+    """:func:`run_cell_job` as a submitit job that survives preemption and timeouts.
+
+    In a submitit job the trainer also stops on submitit's preemption / timeout signal
+    (SIGUSR2) and on SIGTERM (:func:`~dimaskdino.engine.interrupt.stop_signals`): it ends
+    the iteration with a checkpoint and raises :class:`Interrupted`. This task then runs
+    submitit's own handler for the preemption signal, which calls :meth:`checkpoint` (the
+    same task, the same arguments), requeues the job (Slurm: ``scontrol requeue``; the
+    local executor: exit code 144, which its controller restarts) and exits; the requeued
+    task resumes the cell's run from that checkpoint. Rank 0 requeues; the other ranks'
+    handlers return and the job ends with the requeue.
+    """
+
+    def __call__(self, job: CellJob, tracking_uri: str, run_id: str,
+                 progress: bool = False) -> dict:
+        requeue = signal.getsignal(preemption_signal())
+        try:
+            return run_cell_job(job, tracking_uri, run_id, progress)
+        except Interrupted as stop:
+            if stop.checkpoint is None or not callable(requeue):
+                raise
+            requeue(stop.signum, None)
+            raise

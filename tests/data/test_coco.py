@@ -80,7 +80,7 @@ def _hostile_dataset(root):
     files = {
         "one.png": Image.fromarray(rgb[:1, :1]),
         "gray.png": Image.fromarray(rgb[..., 0]),
-        "gray16.png": Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)),
+        "gray16.png": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257),
         "cmyk.jpg": Image.fromarray(rgb).convert("CMYK"),
     }
     for name, image in files.items():
