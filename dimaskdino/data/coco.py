@@ -91,6 +91,9 @@ def annotation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
         if not polygons:
             return np.zeros((height, width), dtype=bool)
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    elif list(segmentation.get("size", ())) != [height, width]:
+        raise ValueError(f"RLE size {segmentation.get('size')!r} is not the image's "
+                         f"[{height}, {width}]")
     elif isinstance(segmentation.get("counts"), list):  # uncompressed RLE
         rle = mask_utils.frPyObjects(segmentation, height, width)
     else:
@@ -174,7 +177,8 @@ class CocoInstances(Dataset):
             masks = torch.from_numpy(np.stack(
                 [annotation_to_mask(a["segmentation"], height, width) for a in anns])
                 if anns else np.zeros((0, height, width), dtype=bool))
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError,
+                OverflowError) as exc:
             raise DatasetError(f"{self.annotation_file}: an annotation of image {info['id']!r}"
                                f" has a bbox or segmentation that cannot be read ({exc}); "
                                "`dimask data check` names it") from None
