@@ -70,12 +70,18 @@ def damaged(draw, data: dict) -> str:
     return text
 
 
+def write_damaged(source, data, name: str):
+    """A damaged copy of the source dataset's JSON: (its path, the image folder)."""
+    original, images, root = source
+    path = root / name
+    path.write_text(data.draw(damaged(original)))
+    return path, images
+
+
 @given(st.data())
 @FUZZ
 def test_the_reader_gives_items_or_one_dataset_error(source, data):
-    original, images, root = source
-    path = root / "damaged-reader.json"
-    path.write_text(data.draw(damaged(original)))
+    path, images = write_damaged(source, data, "damaged-reader.json")
     try:
         dataset = CocoInstances(path, images)
         for index in range(len(dataset)):
@@ -89,9 +95,7 @@ def test_the_reader_gives_items_or_one_dataset_error(source, data):
 @given(st.data())
 @FUZZ
 def test_data_check_reports_problems_without_a_traceback(source, data):
-    original, images, root = source
-    path = root / "damaged-check.json"
-    path.write_text(data.draw(damaged(original)))
+    path, images = write_damaged(source, data, "damaged-check.json")
     result = CliRunner().invoke(app, ["data", "check", "--quiet",
                                       f"coco-json:{path}:{images}"])
     assert result.exit_code in (0, 1), result.output
