@@ -44,9 +44,9 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from rich.progress import Progress
 
+from dimaskdino.data.coco import clip_polygon, oriented_size
 from dimaskdino.data.coco import is_id as _is_id
 from dimaskdino.data.coco import is_number as _is_number
-from dimaskdino.data.coco import oriented_size
 from dimaskdino.data.coco import positive_int as _positive_int
 from dimaskdino.data.specs import DatasetSource
 from dimaskdino.progress import progress_bar
@@ -115,7 +115,10 @@ def _polygons(segmentation: list, height: int, width: int) -> tuple[dict, list[f
                                        "3 (x, y) pairs are needed")
     xs = [v for polygon in segmentation for v in polygon[0::2]]
     ys = [v for polygon in segmentation for v in polygon[1::2]]
-    rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    clipped = [p for p in (clip_polygon(p, height, width) for p in segmentation) if len(p) >= 6]
+    if not clipped:
+        raise _InvalidSegmentation("the mask covers no pixel")
+    rle = mask_utils.merge(mask_utils.frPyObjects(clipped, height, width))
     return rle, [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
 
 

@@ -83,11 +83,37 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.array(image.convert("RGB"))
 
 
+def clip_polygon(polygon: list, height: int, width: int) -> list[float]:
+    """A polygon ``[x0, y0, x1, y1, ...]`` cut to the image's box widened by a pixel
+    (Sutherland-Hodgman): the same pixels, but no vertex far outside, which would make
+    pycocotools rasterise an edge millions of pixels long. ValueError for non-finite
+    coordinates."""
+    points = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    if not np.isfinite(points).all():
+        raise ValueError("a polygon has a non-finite coordinate")
+    for axis, low, high in ((0, -1.0, width + 1.0), (1, -1.0, height + 1.0)):
+        for bound, inside in ((low, np.greater_equal), (high, np.less_equal)):
+            if len(points) == 0:
+                return []
+            kept = []
+            for a, b in zip(points, np.roll(points, -1, axis=0)):
+                a_in, b_in = inside(a[axis], bound), inside(b[axis], bound)
+                if a_in:
+                    kept.append(a)
+                if a_in != b_in:
+                    t = (bound - a[axis]) / (b[axis] - a[axis])
+                    kept.append(a + t * (b - a))
+            points = np.array(kept).reshape(-1, 2)
+    return points.ravel().tolist()
+
+
 def annotation_to_mask(segmentation, height: int, width: int) -> np.ndarray:
     """Polygons, uncompressed or compressed RLE -> ``(H, W)`` bool mask; polygons of fewer
     than 3 points (which cover no area) are left out."""
     if isinstance(segmentation, list):  # polygons
-        polygons = [p for p in segmentation if isinstance(p, list) and len(p) >= 6]
+        clipped = [clip_polygon(p, height, width) for p in segmentation
+                   if isinstance(p, list) and len(p) >= 6]
+        polygons = [p for p in clipped if len(p) >= 6]
         if not polygons:
             return np.zeros((height, width), dtype=bool)
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))

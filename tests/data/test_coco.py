@@ -146,3 +146,18 @@ def test_broken_datasets_are_one_line(tmp_path, damage, message):
         dataset = CocoInstances(path, images)
         for index in range(len(dataset)):
             dataset[index]
+
+
+def test_polygons_far_outside_the_image_are_clipped_to_the_same_pixels():
+    from pycocotools import mask as mask_utils
+
+    from dimaskdino.data.coco import annotation_to_mask
+
+    for polygon in ([-100, 10, 100, 10, 0, -50], [5, -30, 60, 8, 2, 19, -7, 4]):
+        reference = mask_utils.decode(mask_utils.merge(
+            mask_utils.frPyObjects([polygon], 20, 40))).astype(bool)
+        assert np.array_equal(annotation_to_mask([polygon], 20, 40), reference)
+    huge = [-1e12, -1e12, 1e12, -1e12, 1e12, 1e12, -1e12, 1e12]  # would rasterise for ever
+    assert annotation_to_mask([huge], 20, 40).all()
+    with pytest.raises(ValueError, match="non-finite"):
+        annotation_to_mask([[0, 0, float("inf"), 0, 5, 5]], 20, 40)
