@@ -4,7 +4,9 @@ Inside :class:`StopRequest` (the trainer's loop) the first SIGINT or SIGTERM (an
 submitit job, submitit's preemption / timeout signal) only records the signal: the loop
 finishes the iteration, writes a checkpoint at it and raises :class:`Interrupted`, which the
 command line turns into one line and exit code ``128 + signal`` (130 for SIGINT, 143 for
-SIGTERM). A second signal raises :class:`Interrupted` at once; every file dimask writes is
+SIGTERM). A second signal raises :class:`Interrupted` at once (in a torchrun worker: one
+arriving more than 2 s after the first, as torchrun forwards the signal it got to workers
+the terminal or Slurm signalled already); every file dimask writes is
 written to a temporary name and renamed (:mod:`dimaskdino.fileio`), so aborting anywhere
 leaves the files already written intact.
 
@@ -28,6 +30,7 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,9 +101,16 @@ class StopRequest:
     a second one raises :class:`Interrupted` at once. The previous handlers come back on
     exit."""
 
+    # torchrun forwards the signal it gets to every worker, which a terminal's Ctrl-C or
+    # Slurm has already signalled: within this many seconds of the first, a second signal
+    # to a torchrun worker is that forward, not a request to abort
+    forward_window_s = 2.0
+
     def __init__(self, signals: tuple[int, ...] | None = None) -> None:
         self.signals = signals if signals is not None else stop_signals()
         self.signum = 0
+        self._first = 0.0
+        self._forwarded = "TORCHELASTIC_RUN_ID" in os.environ  # set by torchrun
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequest:
@@ -112,9 +122,11 @@ class StopRequest:
         self._previous = {}
 
     def _handle(self, signum: int, frame) -> None:
-        if self.signum:
+        now = time.monotonic()
+        if not self.signum:
+            self.signum, self._first = signum, now
+        elif not (self._forwarded and now - self._first < self.forward_window_s):
             raise Interrupted(signum)
-        self.signum = signum
 
     def agreed(self) -> int:
         """The signal to stop on now, 0 to go on: the largest signal number any process has

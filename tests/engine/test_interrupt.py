@@ -131,3 +131,16 @@ def test_every_rank_stops_after_the_same_iteration(tmp_path):
     mp.spawn(_agree, args=(free_port(), tmp_path), nprocs=2)
     assert (tmp_path / "0").read_text() == "3 0"
     assert (tmp_path / "1").read_text() == f"3 {int(signal.SIGUSR1)}"
+
+
+def test_in_a_torchrun_worker_the_launchers_forward_is_not_a_second_signal(monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    with StopRequest((signal.SIGUSR1,)) as stop:
+        stop.forward_window_s = 0.5
+        os.kill(os.getpid(), signal.SIGUSR1)  # the terminal's Ctrl-C
+        os.kill(os.getpid(), signal.SIGUSR1)  # torchrun forwarding the one it got
+        assert stop.agreed() == signal.SIGUSR1
+        time.sleep(0.6)
+        with pytest.raises(Interrupted):  # the user asking again: abort
+            os.kill(os.getpid(), signal.SIGUSR1)
+            time.sleep(1)
