@@ -388,18 +388,39 @@ def load_official(config: str | Path, weights: str | Path | Mapping[str, torch.T
 
 
 def read_torch_file(path: str | Path, mmap: bool = False):
-    """``torch.load`` (CPU, tensors and plain containers only) with one-line errors;
-    ``mmap``: tensors stay in the file until used (zip-format files only)."""
+    """``torch.load`` (CPU, tensors and plain containers only: ``weights_only=True``, so
+    loading never runs code from the file) with one-line errors: missing, empty, truncated
+    or corrupt files, and files holding other Python objects. ``mmap``: tensors stay in the
+    file until used (zip-format files only)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a copy or a save that "
+                              "did not finish")
     if not zipfile.is_zipfile(path) and not _starts_like_a_pickle(path):
-        raise CheckpointError(f"{path} is not a complete PyTorch checkpoint (truncated, or "
-                              "not written by torch.save)")
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: it is not a complete "
+                              f"PyTorch checkpoint ({path.stat().st_size} bytes; a copy or a "
+                              "save that did not finish, or not written by torch.save)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL [\w.]+", str(exc))
+        if found is None:  # not a pickle torch.load can read at all
+            raise CheckpointError(f"checkpoint {path} is truncated or corrupt") from None
+        what = found.group(0).replace("Unsupported global: GLOBAL", "the Python class")
+        raise CheckpointError(
+            f"checkpoint {path} holds more than tensors and plain containers ({what}); "
+            "dimask reads checkpoints with torch.load(weights_only=True) and never unpickles "
+            "code from a file") from None
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+        text = str(exc)
+        if "central directory" in text or isinstance(exc, EOFError):
+            size = path.stat().st_size
+            raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({size} bytes): "
+                                  "a copy or a save that did not finish") from None
+        reason = (text.strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read checkpoint {path}: {reason}") from None
 
 
 def _starts_like_a_pickle(path: Path) -> bool:
@@ -447,13 +468,18 @@ def load_model(checkpoint: str | Path, official_config: str | Path | None = None
     except ConfigError as exc:
         raise CheckpointError(f"{path} holds a config this dimask cannot read: {exc}") from None
     model = DIMaskDINO(config.model)
+    load_weights(model, state["model"], f"{path} does not fit its own config")
+    return model.eval(), config
+
+
+def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:
+    """``model.load_state_dict(state)``; a mismatch (another architecture size, missing or
+    unexpected keys) is a CheckpointError ``what: <the first mismatch>``."""
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
         lines = str(exc).strip().splitlines()
-        raise CheckpointError(f"{path} does not fit its own config: "
-                              f"{(lines[1:2] or lines or [''])[0].strip()}") from None
-    return model.eval(), config
+        raise CheckpointError(f"{what}: {(lines[1:2] or lines or [''])[0].strip()}") from None
 
 
 def is_official_checkpoint(state) -> bool:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dimaskdino.config import (
     ConfigError,
@@ -131,3 +134,50 @@ def test_swin_large_presets(name, model):
     assert changed.model.backbone.window_size == 7
     with pytest.raises(ConfigError, match=r"unknown config key 'model\.backbone\.depth'"):
         apply_overrides(config, ["model.backbone.depth=50"])
+
+
+def _leaves(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _like(value):
+    """A hypothesis strategy of values of ``value``'s type (a config leaf)."""
+    if isinstance(value, bool):
+        return st.booleans()
+    if isinstance(value, int):
+        return st.integers(-5, 10**6)
+    if isinstance(value, float):
+        return st.floats(-1e6, 1e6, allow_nan=False) | st.sampled_from([1e-4, 2.5e-10, 0.0])
+    if isinstance(value, str):
+        return st.text(max_size=12)
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        return st.lists(st.integers(1, 10**5), min_size=len(value), max_size=len(value))
+    return st.just(value)
+
+
+LEAVES = dict(_leaves(config_to_dict(preset("tiny"))))
+
+
+@pytest.mark.slow
+@given(st.data())
+@settings(max_examples=40, deadline=None, derandomize=True)
+def test_random_configs_round_trip_through_yaml_and_overrides(data):
+    keys = data.draw(st.lists(st.sampled_from(sorted(LEAVES)), min_size=1, max_size=5,
+                              unique=True))
+    changes = {key: data.draw(_like(LEAVES[key])) for key in keys}
+    overrides = [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"
+                 .removesuffix("\n...") for key, value in changes.items()]
+    try:
+        config = apply_overrides(preset("tiny"), overrides)
+    except ConfigError as exc:  # a value the config refuses, named in one line
+        assert "\n" not in str(exc)
+        return
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    assert config_from_dict(ExperimentConfig, yaml.safe_load(text)) == config
+    dotted = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+              .removesuffix("\n...") for k, v in _leaves(config_to_dict(config))]
+    assert apply_overrides(preset("tiny"), dotted) == config

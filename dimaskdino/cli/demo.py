@@ -46,12 +46,13 @@ def demo(
     """Train tiny MaskDINO and DI-MaskDINO on the synthetic data, probe every layer of both,
     print the detection-segmentation gap at the first and the last decoder layer and write
     the HTML report (OUT/report.html)."""
-    with user_errors():
+    with user_errors("rerun `dimask demo` to resume"):
         from mlflow.tracking import MlflowClient
 
         from dimaskdino.config import ConfigError
         from dimaskdino.reports import write_report
         from dimaskdino.studies.driver import inspect_study, run_study
+        from dimaskdino.studies.lock import exclusive
         from dimaskdino.studies.plan import plan_study
         from dimaskdino.studies.registry import get_study
         from dimaskdino.studies.tracking import default_tracking_uri, layer_ap
@@ -65,10 +66,11 @@ def demo(
                     f"solver.steps=[{max(1, iterations * 5 // 6)}]",
                     f"solver.checkpoint_period={max(1, iterations // 4)}"]
         jobs = plan_study(study, "tiny", 1, None, schedule, out)
-        uri = default_tracking_uri(out)
-        outcomes = run_study(inspect_study(jobs, uri), uri, out, "local",
-                             {"study": study.name, "scale": "tiny", "demo": "figure-1"},
-                             console.print, progress=not quiet)
+        with exclusive(out, console.print):
+            uri = default_tracking_uri(out)
+            outcomes = run_study(inspect_study(jobs, uri), uri, out, "local",
+                                 {"study": study.name, "scale": "tiny", "demo": "figure-1"},
+                                 console.print, progress=not quiet)
         failed = [o.job.label for o in outcomes if o.status == "failed"]
         if failed:
             raise fail(f"demo cells failed: {', '.join(failed)}; rerun `dimask demo` to "

@@ -94,13 +94,14 @@ def run_ablation(
     """Run one of the paper's diagnostic studies: every cell trains, then the layer probe
     measures AP box / AP mask at every decoder layer; all of it goes to MLflow. Rerunning
     the same command skips finished cells and resumes interrupted ones."""
-    with user_errors():
+    with user_errors("rerun the same command to resume"):
         from dimaskdino.studies.driver import (
             SlurmResources,
             check_executor,
             inspect_study,
             run_study,
         )
+        from dimaskdino.studies.lock import exclusive
         from dimaskdino.studies.plan import plan_study
         from dimaskdino.studies.registry import get_study
         from dimaskdino.studies.tracking import default_tracking_uri, sqlite_uri
@@ -109,20 +110,21 @@ def run_ablation(
         check_executor(executor)
         sets = list(overrides or [])
         jobs = plan_study(chosen, scale, seeds, data, sets, out, backbone)
-        uri = tracking_uri or (sqlite_uri(out) if dry_run else default_tracking_uri(out))
-        states = inspect_study(jobs, uri)
         if dry_run:
-            console.print(plan_table(chosen, states))
+            uri = tracking_uri or sqlite_uri(out)
+            console.print(plan_table(chosen, inspect_study(jobs, uri)))
             console.print(f"scale {scale}, {len(jobs)} runs, tracking {uri}; nothing was run")
             return
-        params = {"study": chosen.name, "scale": scale, "backbone": backbone,
-                  "seeds": str(seeds),
-                  "data": data or "synthetic", "set": " ".join(sets) or "-",
-                  "executor": executor, "out": str(out)}
-        resources = SlurmResources(partition, gpus_per_node, cpus_per_task, time, mem_gb,
-                                   account)
-        outcomes = run_study(states, uri, out, executor, params, console.print,
-                             progress=not quiet, resources=resources)
+        with exclusive(out, console.print):
+            uri = tracking_uri or default_tracking_uri(out)
+            states = inspect_study(jobs, uri)
+            params = {"study": chosen.name, "scale": scale, "backbone": backbone,
+                      "seeds": str(seeds), "data": data or "synthetic",
+                      "set": " ".join(sets) or "-", "executor": executor, "out": str(out)}
+            resources = SlurmResources(partition, gpus_per_node, cpus_per_task, time, mem_gb,
+                                       account)
+            outcomes = run_study(states, uri, out, executor, params, console.print,
+                                 progress=not quiet, resources=resources)
         console.print(summary_table(outcomes, uri))
         console.print(f"MLflow: mlflow ui --backend-store-uri {uri}")
     failed = [o for o in outcomes if o.status == "failed"]

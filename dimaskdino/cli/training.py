@@ -53,8 +53,10 @@ def train(
     official_config: Annotated[Path | None, typer.Option(
         help="The official YAML of an official checkpoint given to --init-from.")] = None,
 ) -> None:
-    """Train MaskDINO or DI-MaskDINO (launch with torchrun for several processes)."""
-    with user_errors():
+    """Train MaskDINO or DI-MaskDINO (launch with torchrun for several processes). Ctrl-C
+    or SIGTERM ends the current iteration with a checkpoint (exit 130 / 143); --resume
+    continues from it."""
+    with user_errors("continue with the same command and --resume"):
         from dimaskdino.config import ConfigError, apply_overrides
         from dimaskdino.config import preset as make_preset
         from dimaskdino.engine import distributed

@@ -14,7 +14,8 @@ warning in the summary, not a problem. The kinds:
 * ``unknown-image-id``, ``unknown-category-id``: an annotation refers to an id not listed;
 * ``missing-image``: the image file does not exist;
 * ``undecodable-image``: the image file cannot be decoded;
-* ``size-mismatch``: the image's size differs from its ``height`` and ``width``;
+* ``size-mismatch``: the image's size (after its EXIF orientation, as training reads it)
+  differs from its ``height`` and ``width``;
 * ``bad-bbox``: a bbox is not 4 numbers, has a non-positive size, or leaves the image;
 * ``bbox-mask-mismatch``: a bbox disagrees with its mask's box (IoU below 0.9 and an edge
   more than 2 px off, since rasterisation moves edges by a pixel or so);
@@ -33,7 +34,6 @@ images and corrupt PNGs, but not truncated JPEGs.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +44,10 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from rich.progress import Progress
 
+from dimaskdino.data.coco import clip_polygon, oriented_size
+from dimaskdino.data.coco import is_id as _is_id
+from dimaskdino.data.coco import is_number as _is_number
+from dimaskdino.data.coco import positive_int as _positive_int
 from dimaskdino.data.specs import DatasetSource
 from dimaskdino.progress import progress_bar
 
@@ -87,16 +91,6 @@ class CheckReport:
         return Counter(problem.kind for problem in self.problems)
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
-        value)
-
-
-def _is_id(value) -> bool:
-    """COCO ids are integers; strings are accepted too (pycocotools handles them)."""
-    return isinstance(value, int | str) and not isinstance(value, bool)
-
-
 def _iou(a: list[float], b: list[float]) -> float:
     """IoU of two xywh boxes."""
     ix = max(0.0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
@@ -121,7 +115,10 @@ def _polygons(segmentation: list, height: int, width: int) -> tuple[dict, list[f
                                        "3 (x, y) pairs are needed")
     xs = [v for polygon in segmentation for v in polygon[0::2]]
     ys = [v for polygon in segmentation for v in polygon[1::2]]
-    rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    clipped = [p for p in (clip_polygon(p, height, width) for p in segmentation) if len(p) >= 6]
+    if not clipped:
+        raise _InvalidSegmentation("the mask covers no pixel")
+    rle = mask_utils.merge(mask_utils.frPyObjects(clipped, height, width))
     return rle, [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
 
 
@@ -183,7 +180,7 @@ def _image_problem(image: dict, path: Path, decode: bool) -> Problem | None:
     """Whether one image file exists, decodes and has the size its entry says."""
     try:
         with Image.open(path) as im:
-            width, height = im.size
+            width, height = oriented_size(im)
             if decode:
                 im.load()
             else:
@@ -250,10 +247,6 @@ def _check_categories(categories: list, report: CheckReport) -> dict:
         "lacks an id or a name", lambda c: repr(c["name"]), report)
     report.categories = len(by_id)
     return {category_id: category["name"] for category_id, category in by_id.items()}
-
-
-def _positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _check_images(images: list, report: CheckReport) -> dict:

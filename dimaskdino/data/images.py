@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dimaskdino.data.coco import DatasetError, read_image
+from dimaskdino.data.coco import DatasetError, orientation, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -70,6 +70,8 @@ def _size(path: Path) -> dict[str, int]:
     try:
         with Image.open(path) as im:
             width, height = im.size
+            if orientation(im) in (5, 6, 7, 8):  # EXIF: turned by 90 degrees when read
+                width, height = height, width
     except (OSError, ValueError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from None
     return {"height": height, "width": width}

@@ -18,6 +18,7 @@ from dimaskdino.data.coco import CocoInstances
 from dimaskdino.data.images import ImageFolder
 from dimaskdino.data.specs import DatasetSource, resolve_dataset
 from dimaskdino.data.transforms import LargeScaleJitter, masks_to_boxes, resize, shortest_edge_size
+from dimaskdino.engine.interrupt import ignore_stop_signals
 
 _SEED_STRIDE = 1_000_003  # keeps (seed, position) -> generator seed one-to-one in practice
 
@@ -93,11 +94,12 @@ def collate(samples: list) -> tuple[list, list]:
 
 def training_loader(stream: TrainingStream, batch_size: int, start: int, stop: int,
                     rank: int = 0, world_size: int = 1, workers: int = 0) -> DataLoader:
-    """Batches of iterations ``start..stop-1`` for ``rank``."""
+    """Batches of iterations ``start..stop-1`` for ``rank``; the workers leave SIGINT /
+    SIGTERM to the main process, which stops at the end of an iteration."""
     return DataLoader(stream, batch_sampler=StreamSampler(batch_size, start, stop, rank,
                                                           world_size),
                       collate_fn=collate, num_workers=workers,
-                      persistent_workers=False)
+                      persistent_workers=False, worker_init_fn=ignore_stop_signals)
 
 
 class EvaluationImages(Dataset):

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
+
+from dimaskdino.fileio import atomic_write_text
 
 CLASSES = ("circle", "square", "triangle", "ellipse", "star", "cross")
 POLYGON_CLASSES = ("square", "triangle", "star", "cross")
@@ -156,8 +156,5 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec | None = None)
         dataset = {"images": images, "annotations": annotations,
                    "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)],
                    "info": {"description": "dimask synthetic shapes", "spec": spec.__dict__}}
-        with tempfile.NamedTemporaryFile("w", dir=ann_file.parent, delete=False,
-                                         suffix=".tmp") as tmp:
-            json.dump(dataset, tmp)
-        os.replace(tmp.name, ann_file)
+        atomic_write_text(ann_file, json.dumps(dataset))
     return out

@@ -10,7 +10,9 @@ are loaded before any data is read.
 Bitwise resume on CPU follows from three facts: the data of iteration ``i`` is a function
 of ``i`` (:class:`~dimaskdino.data.loader.TrainingStream`), every random draw of the model
 and the criterion comes from per-image generators seeded by the stream, and checkpoints
-hold the optimizer state and the global random state.
+hold the optimizer state and the global random state. SIGINT / SIGTERM end the current
+iteration with a checkpoint at it (:mod:`dimaskdino.engine.interrupt`), so ``--resume``
+after Ctrl-C or a preemption loses nothing.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
+from dimaskdino.checkpoint import load_weights
 from dimaskdino.config import (
     ConfigError,
     ExperimentConfig,
     check_starting_weights,
     config_to_dict,
 )
+from dimaskdino.config_check import check_runnable
 from dimaskdino.data.coco import CocoInstances, DatasetError
 from dimaskdino.data.loader import (
     EvaluationImages,
@@ -42,12 +46,12 @@ from dimaskdino.data.loader import (
 )
 from dimaskdino.data.specs import resolve_dataset
 from dimaskdino.data.transforms import LargeScaleJitter
-from dimaskdino.engine import distributed
+from dimaskdino.engine import distributed, interrupt
 from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint, save_checkpoint
 from dimaskdino.engine.evaluator import evaluate_model
 from dimaskdino.engine.initialization import initialize_model
 from dimaskdino.engine.solver import build_optimizer, set_learning_rate
-from dimaskdino.fileio import atomic_write_text
+from dimaskdino.fileio import append_line, atomic_write_text
 from dimaskdino.modeling.criterion import SetCriterion
 from dimaskdino.modeling.matcher import HungarianMatcher
 from dimaskdino.modeling.model import DIMaskDINO
@@ -112,6 +116,7 @@ class Trainer:
     def __init__(self, config: ExperimentConfig, output_dir: str | Path, resume: bool = False,
                  progress: bool = True,
                  callbacks: list[Callable[[dict], None]] | None = None) -> None:
+        check_runnable(config)
         self.config, self.output_dir = config, Path(output_dir)
         self.resume, self.progress = resume, progress
         self.callbacks = callbacks or []
@@ -126,8 +131,7 @@ class Trainer:
     def _log(self, record: dict) -> None:
         if not self.main:
             return
-        with (self.output_dir / "metrics.jsonl").open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_line(self.output_dir / "metrics.jsonl", json.dumps(record))
         for callback in self.callbacks:
             callback(record)
 
@@ -164,7 +168,8 @@ class Trainer:
         self.criterion = build_criterion(config)
         if path is not None:
             state = read_checkpoint(path)
-            self.model.load_state_dict(state["model"])
+            load_weights(self.model, state["model"], f"{path} holds another model than "
+                         "this config's (resume with the config it was trained with)")
             self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
             start = int(state["iteration"])
@@ -173,6 +178,23 @@ class Trainer:
             atomic_write_text(self.output_dir / "config.yaml",
                               yaml.safe_dump(config_to_dict(config), sort_keys=False))
         return start, path
+
+    def _end_iteration(self, done: int, checkpoint: Path | None,
+                       stop: interrupt.StopRequest) -> Path | None:
+        """Periodic checkpoint and evaluation after ``done`` iterations; on a stop signal
+        (agreed by every rank) a checkpoint at ``done`` and :class:`Interrupted`. Returns the
+        newest checkpoint."""
+        solver, name = self.config.solver, f"model_{done:07d}.pth"
+        if solver.checkpoint_period and done % solver.checkpoint_period == 0 \
+                and done < solver.max_iter:
+            checkpoint = self._checkpoint(name, done)
+        if solver.eval_period and done % solver.eval_period == 0 and done < solver.max_iter:
+            self._evaluate(done)
+        if signum := stop.agreed():
+            if checkpoint is None or checkpoint.name != name:
+                checkpoint = self._checkpoint(name, done)
+            raise interrupt.Interrupted(signum, done, checkpoint)
+        return checkpoint
 
     def run(self) -> TrainResult:
         config, solver = self.config, self.config.solver
@@ -191,7 +213,8 @@ class Trainer:
                                  distributed.rank(), distributed.world_size(),
                                  config.data.workers)
         metrics: dict = {}
-        with progress_bar(disable=not (self.progress and self.main)) as bar:
+        with interrupt.StopRequest() as stop, \
+                progress_bar(disable=not (self.progress and self.main)) as bar:
             task = bar.add_task(f"train {config.model.name}", total=solver.max_iter,
                                 completed=start, status="")
             started = time.perf_counter()
@@ -223,12 +246,7 @@ class Trainer:
                     self._log({"iteration": done, "lr": lr, "time": time.perf_counter()
                                - started, **logged})
                 bar.update(task, completed=done, status=f"loss {logged['loss']:.3f}")
-                if solver.checkpoint_period and done % solver.checkpoint_period == 0 \
-                        and done < solver.max_iter:
-                    checkpoint = self._checkpoint(f"model_{done:07d}.pth", done)
-                if solver.eval_period and done % solver.eval_period == 0 \
-                        and done < solver.max_iter:
-                    self._evaluate(done)
+                checkpoint = self._end_iteration(done, checkpoint, stop)
         if start < solver.max_iter or not (self.output_dir / "model_final.pth").is_file():
             metrics = self._evaluate(solver.max_iter)
             checkpoint = self._checkpoint("model_final.pth", solver.max_iter,

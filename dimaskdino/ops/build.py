@@ -25,6 +25,8 @@ from types import ModuleType
 
 import torch
 
+from dimaskdino.fileio import atomic_write_text
+
 CSRC = Path(__file__).resolve().parent / "csrc"
 CPU_SOURCES = ("ms_deform_attn_cpu.cpp",)
 CUDA_SOURCES = ("ms_deform_attn_cuda.cu", "ms_deform_attn_cuda_module.cpp")
@@ -152,7 +154,7 @@ def _build(name: str, sources: tuple[str, ...], flags: tuple[str, ...], what: st
         )
     except Exception as exc:  # compiler output is long: keep it in a log, say one line
         log = build_dir / "build-error.log"
-        log.write_text(str(exc))
+        atomic_write_text(log, str(exc))
         raise ExtensionBuildError(
             f"could not build the {what}: {_first_error(str(exc))} (full log: {log})"
         ) from exc

@@ -9,7 +9,9 @@ study or ``--set`` changed: use another ``--out``).
 
 Executors: ``local`` runs the cells one after the other in this process;
 ``slurm`` submits one Slurm job array through submitit and waits for it;
-``submitit-local`` runs that same job array as local processes (no Slurm needed).
+``submitit-local`` runs that same job array as local processes (no Slurm needed). A
+preempted or timed-out cell is requeued and resumes from a checkpoint at the iteration it
+was stopped at (:class:`~dimaskdino.studies.runner.CellTask`).
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def _run_submitit(pending: list[tuple[int, CellJob, str]], total: int, tracking_
     """Submit ``pending`` as one job array and wait; returns errors by run id."""
     import submitit
 
-    from dimaskdino.studies.runner import run_cell_job
+    from dimaskdino.studies.runner import CellTask
 
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
     parameters: dict = {"name": f"dimask-{pending[0][1].study}",
@@ -139,7 +141,7 @@ def _run_submitit(pending: list[tuple[int, CellJob, str]], total: int, tracking_
         parameters.update({k: v for k, v in extra.items() if v is not None})
     executor.update_parameters(**parameters)
     n = len(pending)
-    handles = executor.map_array(run_cell_job, [job for _, job, _ in pending],
+    handles = executor.map_array(CellTask(), [job for _, job, _ in pending],
                                  [tracking_uri] * n, [run_id for _, _, run_id in pending],
                                  [False] * n)
     by_job = {handle.job_id: entry for handle, entry in zip(handles, pending)}
@@ -169,15 +171,26 @@ def run_study(states: list[CellState], tracking_uri: str, out: Path, executor: s
               resources: SlurmResources | None = None) -> list[Outcome]:
     """Run the unfinished cells of ``states`` under a new parent run (``params`` on it)
     with ``executor`` (checked by :func:`check_executor`); returns one :class:`Outcome`
-    per state, in order."""
+    per state, in order. Hold the lock on ``out`` (:func:`~dimaskdino.studies.lock.exclusive`):
+    parent runs an earlier invocation on ``out`` left RUNNING are marked KILLED first. An
+    interruption (Ctrl-C, SIGTERM) marks this invocation's parent run KILLED."""
     from mlflow.tracking import MlflowClient
 
-    from dimaskdino.studies.tracking import create_cell_run, experiment_id, start_parent
+    from dimaskdino.studies.tracking import (
+        close_stale_runs,
+        create_cell_run,
+        end_invocation,
+        experiment_id,
+        start_parent,
+    )
 
     first = states[0].job
     client = MlflowClient(tracking_uri)
     experiment = experiment_id(client, first.study, out)
-    parent = start_parent(client, experiment, first.study, first.scale, params)
+    for run_id in close_stale_runs(client, experiment, out):
+        echo(f"parent run {run_id} of an invocation that died without ending it: marked "
+             "KILLED")
+    parent = start_parent(client, experiment, first.study, first.scale, params, out)
     total, pending, outcomes = len(states), [], []
     for index, state in enumerate(states, 1):
         job = state.job
@@ -199,7 +212,7 @@ def run_study(states: list[CellState], tracking_uri: str, out: Path, executor: s
                                    out / "submitit" / first.study, resources or SlurmResources(),
                                    echo)
     except BaseException:
-        client.set_terminated(parent, "KILLED")
+        end_invocation(client, experiment, parent, "KILLED")
         raise
     for outcome in outcomes:
         if outcome.run_id in errors:

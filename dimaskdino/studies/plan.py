@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from dimaskdino.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, preset
+from dimaskdino.config_check import check_runnable
 from dimaskdino.studies.registry import Study
 from dimaskdino.studies.scales import scale_base, scale_selection, tiny_factor
 
@@ -68,6 +69,6 @@ def plan_study(study: Study, scale: str, seeds: int, data: str | None,
             job = CellJob(study.name, cell.name, cell.model, scale, seed, base.preset,
                           (*base.overrides, *sets, *own, f"solver.seed={seed}"), own,
                           str(out / study.name / folder / cell.name / f"seed{seed}"))
-            job.config()
+            check_runnable(job.config())
             jobs.append(job)
     return jobs

@@ -8,15 +8,17 @@ pickles it into a job array. In a Slurm job of several tasks it joins them into 
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
+import submitit
+
+from dimaskdino.engine.interrupt import Interrupted, preemption_signal
 from dimaskdino.studies.plan import CellJob
 
 
 def _join_submitit_tasks() -> None:
     """Export ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``... in a multi-task submitit job."""
-    import submitit
-
     try:
         tasks = submitit.JobEnvironment().num_tasks
     except RuntimeError:  # not in a submitit job
@@ -60,7 +62,7 @@ def _gallery(checkpoint: Path, out_dir: Path) -> Path:
 def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = False) -> dict:
     """Train and probe ``job`` into ``job.output_dir``, recording into the child run
     ``run_id``. Returns ``{"label", "run_id", "iteration"}``; on an error the run is marked
-    FAILED (KILLED on Ctrl-C) and the error propagates."""
+    FAILED (KILLED on Ctrl-C or SIGTERM) and the error propagates."""
     from dimaskdino.analysis.probe import save_probe
     from dimaskdino.config import config_to_dict
     from dimaskdino.engine import distributed
@@ -87,8 +89,34 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
                 "final_metrics.json")), _gallery(result.checkpoint, out_dir)])
     except BaseException as exc:
         if recorder:
-            recorder.ended("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            killed = isinstance(exc, (KeyboardInterrupt, Interrupted))
+            recorder.ended("KILLED" if killed else "FAILED")
         raise
     finally:
         distributed.shutdown()
     return {"label": job.label, "run_id": run_id, "iteration": result.iteration}
+
+
+class CellTask(submitit.helpers.Checkpointable):
+    """:func:`run_cell_job` as a submitit job that survives preemption and timeouts.
+
+    In a submitit job the trainer also stops on submitit's preemption / timeout signal
+    (SIGUSR2) and on SIGTERM (:func:`~dimaskdino.engine.interrupt.stop_signals`): it ends
+    the iteration with a checkpoint and raises :class:`Interrupted`. This task then runs
+    submitit's own handler for the preemption signal, which calls :meth:`checkpoint` (the
+    same task, the same arguments), requeues the job (Slurm: ``scontrol requeue``; the
+    local executor: exit code 144, which its controller restarts) and exits; the requeued
+    task resumes the cell's run from that checkpoint. Rank 0 requeues; the other ranks'
+    handlers return and the job ends with the requeue.
+    """
+
+    def __call__(self, job: CellJob, tracking_uri: str, run_id: str,
+                 progress: bool = False) -> dict:
+        requeue = signal.getsignal(preemption_signal())
+        try:
+            return run_cell_job(job, tracking_uri, run_id, progress)
+        except Interrupted as stop:
+            if stop.checkpoint is None or not callable(requeue):
+                raise
+            requeue(stop.signum, None)
+            raise

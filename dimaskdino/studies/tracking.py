@@ -107,12 +107,38 @@ def cell_runs(client: MlflowClient, experiment: str, scale: str) -> dict[tuple[s
 
 
 def start_parent(client: MlflowClient, experiment: str, study: str, scale: str,
-                 params: dict[str, str]) -> str:
-    """A new parent run for this invocation; returns its id."""
-    run = client.create_run(experiment, run_name=f"{study} {scale}",
-                            tags={"role": "parent", "study": study, "scale": scale})
+                 params: dict[str, str], out: Path | None = None) -> str:
+    """A new parent run for this invocation (tagged ``out``: the resolved ``--out``);
+    returns its id."""
+    tags = {"role": "parent", "study": study, "scale": scale}
+    if out is not None:
+        tags["out"] = str(out.resolve())
+    run = client.create_run(experiment, run_name=f"{study} {scale}", tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params.items()])
     return run.info.run_id
+
+
+def close_stale_runs(client: MlflowClient, experiment: str, out: Path) -> list[str]:
+    """Mark KILLED the parent runs of invocations on ``out`` still RUNNING, and their
+    unfinished child runs: their invocation died without ending them (SIGKILL, a lost
+    node). Call it holding the study lock (:mod:`dimaskdino.studies.lock`), so that none
+    of them is alive. Returns the parent run ids."""
+    where = str(out.resolve())
+    stale = [run for run in client.search_runs(
+        [experiment], "tags.role = 'parent' and attributes.status = 'RUNNING'")
+        if run.data.tags.get("out") == where]
+    for parent in stale:
+        end_invocation(client, experiment, parent.info.run_id, "KILLED")
+    return [run.info.run_id for run in stale]
+
+
+def end_invocation(client: MlflowClient, experiment: str, parent: str, status: str) -> None:
+    """End the parent run ``parent`` with ``status``, and its child runs still RUNNING or
+    SCHEDULED (cells an interruption stopped or never reached) as KILLED."""
+    for child in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'"):
+        if child.info.status in ("RUNNING", "SCHEDULED"):
+            client.set_terminated(child.info.run_id, "KILLED")
+    client.set_terminated(parent, status)
 
 
 def create_cell_run(client: MlflowClient, experiment: str, parent: str, job,

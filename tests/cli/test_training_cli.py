@@ -7,6 +7,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dimaskdino.checkpoint import load_model
@@ -149,3 +150,64 @@ def test_bad_weight_files_are_one_line_before_any_data_is_read(tmp_path):
     line = one_line_error(["train", "--init-from", str(tmp_path / "resnet18.pth")])
     assert "is not a dimask training checkpoint" in line
     assert "--init-from" in one_line_error(["train", "--official-config", "x.yaml"])
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, micro_overrides, monkeypatch):
+    import errno
+
+    from dimaskdino import fileio
+    from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint
+
+    save = torch.save
+
+    def save_then_fill_up(obj, path):  # the disk fills up before the second checkpoint
+        if "model_0000004" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(obj, path)
+
+    monkeypatch.setattr(fileio.torch, "save", save_then_fill_up)
+    run = tmp_path / "run"
+    line = one_line_error(["train", "--quiet", "--out", str(run), *micro_overrides,
+                           "solver.max_iter=6", "solver.checkpoint_period=2"])
+    assert line == (f"error: cannot write {run / 'model_0000004.pth'}: No space left on "
+                    "device; any previous version of it is left as it was")
+    assert last_checkpoint(run) == run / "model_0000002.pth"
+    assert read_checkpoint(last_checkpoint(run))["iteration"] == 2
+    assert sorted(p.name for p in run.iterdir()) == [
+        "config.yaml", "last_checkpoint", "metrics.jsonl", "model_0000002.pth"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty (0 bytes)"),
+    (None, "is truncated or corrupt"),
+])
+def test_eval_of_an_empty_or_truncated_checkpoint(tmp_path, content, message):
+    path = tmp_path / "model.pth"
+    if content is None:
+        torch.save({"weights": torch.ones(100)}, path)
+        content = path.read_bytes()[:200]
+    path.write_bytes(content)
+    assert message in one_line_error(["eval", str(path)])
+
+
+class Pickled:
+    """A class a checkpoint must not smuggle in."""
+
+
+def test_eval_refuses_a_checkpoint_holding_code(tmp_path):
+    path = tmp_path / "model.pth"
+    torch.save({"model": Pickled()}, path)
+    line = one_line_error(["eval", str(path)])
+    assert "test_training_cli.Pickled" in line and "weights_only=True" in line
+    assert "never unpickles code" in line
+
+
+def test_resume_with_another_architecture_size(tmp_path, micro_overrides):
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--quiet", "--out", str(run), *micro_overrides,
+                                 "solver.max_iter=2", "solver.checkpoint_period=1"])
+    assert result.exit_code == 0, result.output
+    line = one_line_error(["train", "--quiet", "--resume", "--out", str(run),
+                           *micro_overrides, "solver.max_iter=4",
+                           "model.predictor.hidden_dim=32"])
+    assert "holds another model than this config's" in line and "size mismatch" in line

@@ -4,6 +4,11 @@ interrupted one, and the Slurm path through submitit's local executor."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -189,3 +194,46 @@ def test_small_and_paper_scales_train_from_scratch_on_purpose(tmp_path, micro_ov
     params = MlflowClient(uri).get_run(outcome.run_id).data.params
     assert params["model.backbone_weights"] == "none"
     assert params["model.backbone.depth"] == "18"
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to_task", [False, True], ids=["SIGTERM-to-job", "USR2-to-task"])
+def test_submitit_requeues_a_preempted_cell_which_resumes(tmp_path, micro_overrides,
+                                                          to_task):
+    """SIGTERM to the job (its controller forwards it, as Slurm signals a preempted job) or
+    submitit's timeout signal to the task: the cell checkpoints, is requeued, resumes."""
+    out, lines = tmp_path / "out", []
+    uri = default_tracking_uri(out)
+    jobs = plan_study(ONE_CELL, "tiny", 1, None, [*micro_overrides, *MICRO, "solver.max_iter=12",
+                                                  "solver.checkpoint_period=0"], out)
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.extend(run_study(
+        inspect_study(jobs, uri), uri, out, "submitit-local", {}, lines.append)))
+    thread.start()
+    metrics = Path(jobs[0].output_dir) / "metrics.jsonl"
+    deadline = time.monotonic() + 600
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        assert thread.is_alive() and time.monotonic() < deadline, lines
+        time.sleep(0.01)
+    controller = int(next(line for line in lines if ": job " in line).rsplit(" ", 1)[1])
+    if to_task:
+        os.kill(_children(controller)[0], signal.SIGUSR2)
+    else:
+        os.kill(controller, signal.SIGTERM)
+    thread.join(timeout=600)
+    (result,) = outcome
+    assert result.status == "done", lines
+    stops = sorted(Path(jobs[0].output_dir).glob("model_00*.pth"))  # no periodic ones
+    assert len(stops) == 1, stops
+    stopped = int(stops[0].stem.split("_")[1])
+    logged = [json.loads(line)["iteration"] for line in metrics.read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert logged == list(range(1, 13))  # resumed after the stop, nothing run twice
+    assert 3 <= stopped < 12
+    log = "".join(p.read_text() for p in (out / "submitit").rglob("*_log.*"))
+    assert "Requeued job" in log
+    assert MlflowClient(uri).get_run(result.run_id).info.status == "FINISHED"
