@@ -39,12 +39,17 @@ def check_backend(backend: str) -> None:
 
 def encode_masks(masks: torch.Tensor) -> list[dict]:
     """RLE-encode bool masks ``(N, H, W)`` in one call (COCO's column-major layout)."""
+    return _encode(masks.detach().cpu().numpy())
+
+
+def _encode(masks: np.ndarray) -> list[dict]:
+    """:func:`encode_masks` of a bool array ``(N, H, W)``."""
     if masks.shape[0] == 0:
         return []
     # (N, W, H) C-ordered is (H, W, N) Fortran-ordered: one copy (numpy transposes bytes
     # faster than torch does bools), the bools read as uint8
-    array = masks.detach().cpu().numpy().view(np.uint8)
-    rles = mask_utils.encode(np.ascontiguousarray(array.transpose(0, 2, 1)).transpose(2, 1, 0))
+    columns = np.ascontiguousarray(masks.view(np.uint8).transpose(0, 2, 1))
+    rles = mask_utils.encode(columns.transpose(2, 1, 0))
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles
@@ -53,15 +58,17 @@ def encode_masks(masks: torch.Tensor) -> list[dict]:
 def _encoded_pairs(instances: dict[str, torch.Tensor]) -> list[dict]:
     """The RLE of each pair's mask. Pairs of one query (``query_index``, when present)
     share its mask (:func:`~dimaskdino.modeling.postprocess.instance_inference` makes them
-    so): each distinct mask is encoded once and its RLE dict shared by its pairs."""
-    masks, queries = instances["pred_masks"], instances.get("query_index")
-    if queries is None or masks.shape[0] == 0:
-        return encode_masks(masks)
-    distinct, inverse = torch.unique(queries, return_inverse=True)
-    first = torch.full_like(distinct, len(queries)).scatter_reduce_(
-        0, inverse, torch.arange(len(queries), device=queries.device), "amin")
-    rles = encode_masks(masks[first])
-    return [rles[k] for k in inverse.tolist()]
+    so): each distinct mask is encoded once and its RLE dict shared by its pairs (found in
+    Python and numpy: a few dozen pairs, where small parallel torch ops cost more)."""
+    masks = instances["pred_masks"].detach().cpu().numpy()
+    if "query_index" not in instances:
+        return _encode(masks)
+    queries = instances["query_index"].tolist()
+    first: dict[int, int] = {}  # query -> its first pair, in order of appearance
+    for pair, query in enumerate(queries):
+        first.setdefault(query, pair)
+    rles = dict(zip(first, _encode(masks[list(first.values())]), strict=True))
+    return [rles[query] for query in queries]
 
 
 def instances_to_results(instances: dict[str, torch.Tensor], image_id: int,
