@@ -29,8 +29,8 @@ from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.data.transforms import resize
 from dimaskdino.engine.evaluator import encode_masks
 from dimaskdino.fileio import atomic_write
-from dimaskdino.modeling.model import DIMaskDINO, Prediction
-from dimaskdino.modeling.postprocess import stacked_instance_inference
+from dimaskdino.modeling.model import DIMaskDINO
+from dimaskdino.modeling.postprocess import layer_instances
 
 MAX_SIDE = 1024            # the longest side an image is drawn at
 PRECISIONS = ("auto", "fp32")  # auto = fp32 until bf16 inference exists
@@ -139,21 +139,6 @@ def most_annotated(dataset: EvaluationImages, count: int = GALLERY_IMAGES) -> li
     return order[:count]
 
 
-def layer_instances(pred: Prediction, layers: Sequence[int], topk: int) -> dict[int, dict]:
-    """Instances of ``layers`` of the first image of ``pred`` (``all_layers=True``): inner
-    layers post-processed together like the last, the last one as the model reported it."""
-    last = len(pred.layers) - 1
-    inner = [layer for layer in layers if layer != last]
-    sizes = (pred.padded_size, pred.image_sizes[0], pred.output_sizes[0])
-    found = dict(zip(inner, stacked_instance_inference(
-        *(torch.stack([pred.layers[layer][key][0] for layer in inner])
-          for key in ("pred_logits", "pred_masks", "pred_boxes")), *sizes, topk)
-        if inner else []))
-    if last in layers:
-        found[last] = pred.instances[0]
-    return found
-
-
 def _kept(instances: dict, score_threshold: float) -> Detections:
     keep = torch.nonzero(instances["scores"] >= score_threshold).flatten()
     keep = keep[instances["scores"][keep].argsort(descending=True)]
@@ -182,7 +167,7 @@ def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[
         model_input, _ = dataset[index]
         with torch.no_grad():
             pred = model.predict([model_input.to(device)], [size], all_layers=True)
-        found = layer_instances(pred, layers, model.config.detections_per_image)
+        found = layer_instances(pred, 0, layers, model.config.detections_per_image)
         keep = ~target["iscrowd"]
         image, masks = resize(original, target["masks"][keep], size)
         truth = None

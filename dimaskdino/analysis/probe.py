@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from dimaskdino.analysis.consistency import consistency_summary
 from dimaskdino.data.coco import DatasetError
@@ -49,7 +48,7 @@ from dimaskdino.engine.evaluator import (
 from dimaskdino.engine.inference import predictions
 from dimaskdino.fileio import atomic_write_text
 from dimaskdino.modeling.model import DIMaskDINO
-from dimaskdino.modeling.postprocess import box_inference, stacked_instance_inference
+from dimaskdino.modeling.postprocess import box_inference, layer_instances
 
 COLUMNS = ["model", "layer", "task", *METRICS]
 ERROR_COLUMNS = ["model", "layer", "task", "error", "dAP"]
@@ -153,17 +152,11 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
     topk = model.config.detections_per_image
     results: dict[int, list] = {layer: [] for layer in layers}
     stage_results: dict[str, list] = {}
-    inner = [layer for layer in layers if layer != last]
     for targets, pred in predictions(model, dataset, batch_size, all_layers=True,
                                      workers=workers, progress=progress, description="probe"):
         for i, target in enumerate(targets):
             sizes = (pred.padded_size, pred.image_sizes[i], pred.output_sizes[i])
-            found = dict(zip(inner, stacked_instance_inference(
-                *(torch.stack([pred.layers[layer][key][i] for layer in inner])
-                  for key in ("pred_logits", "pred_masks", "pred_boxes")), *sizes, topk)
-                if inner else []))
-            # the last layer is the model's own output: the same as ``dimask eval``
-            found[last] = pred.instances[i]
+            found = layer_instances(pred, i, layers, topk)
             for layer in layers:
                 results[layer].extend(instances_to_results(found[layer], target["image_id"],
                                                            category_ids))

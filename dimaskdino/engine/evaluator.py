@@ -39,13 +39,36 @@ def check_backend(backend: str) -> None:
 
 def encode_masks(masks: torch.Tensor) -> list[dict]:
     """RLE-encode bool masks ``(N, H, W)`` in one call (COCO's column-major layout)."""
+    return _encode(masks.detach().cpu().numpy())
+
+
+def _encode(masks: np.ndarray) -> list[dict]:
+    """:func:`encode_masks` of a bool array ``(N, H, W)``."""
     if masks.shape[0] == 0:
         return []
-    array = np.asfortranarray(masks.permute(1, 2, 0).cpu().numpy().astype(np.uint8))
-    rles = mask_utils.encode(array)
+    # (N, W, H) C-ordered is (H, W, N) Fortran-ordered: one copy (numpy transposes bytes
+    # faster than torch does bools), the bools read as uint8
+    columns = np.ascontiguousarray(masks.view(np.uint8).transpose(0, 2, 1))
+    rles = mask_utils.encode(columns.transpose(2, 1, 0))
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles
+
+
+def _encoded_pairs(instances: dict[str, torch.Tensor]) -> list[dict]:
+    """The RLE of each pair's mask. Pairs of one query (``query_index``, when present)
+    share its mask (:func:`~dimaskdino.modeling.postprocess.instance_inference` makes them
+    so): each distinct mask is encoded once and its RLE dict shared by its pairs (found in
+    Python and numpy: a few dozen pairs, where small parallel torch ops cost more)."""
+    masks = instances["pred_masks"].detach().cpu().numpy()
+    if "query_index" not in instances:
+        return _encode(masks)
+    queries = instances["query_index"].tolist()
+    first: dict[int, int] = {}  # query -> its first pair, in order of appearance
+    for pair, query in enumerate(queries):
+        first.setdefault(query, pair)
+    rles = dict(zip(first, _encode(masks[list(first.values())]), strict=True))
+    return [rles[query] for query in queries]
 
 
 def instances_to_results(instances: dict[str, torch.Tensor], image_id: int,
@@ -54,14 +77,16 @@ def instances_to_results(instances: dict[str, torch.Tensor], image_id: int,
 
     Args:
         instances: ``scores (n,)``, ``pred_classes (n,)`` contiguous ids, ``pred_boxes
-            (n, 4)`` xyxy pixels and, for ``masks``, ``pred_masks (n, H, W)`` bool.
+            (n, 4)`` xyxy pixels and, for ``masks``, ``pred_masks (n, H, W)`` bool; pairs
+            with the same ``query_index`` (optional) must have the same mask: their results
+            share one RLE ``segmentation`` dict (read it, do not edit it).
         category_ids: dataset category id of each contiguous class id.
     """
     boxes = instances["pred_boxes"].detach().double().cpu()
     xywh = torch.cat((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), dim=1).tolist()
     scores = instances["scores"].detach().cpu().tolist()
     classes = instances["pred_classes"].cpu().tolist()
-    rles = encode_masks(instances["pred_masks"]) if masks else [None] * len(scores)
+    rles = _encoded_pairs(instances) if masks else [None] * len(scores)
     results = []
     for box, score, label, rle in zip(xywh, scores, classes, rles, strict=True):
         result = {"image_id": image_id, "category_id": int(category_ids[label]),
@@ -101,8 +126,10 @@ def hotcoco_evaluation(ground_truth, results: list[dict], iou_type: Literal["bbo
     :func:`summary` and :func:`tide_errors`."""
     import hotcoco
 
-    evaluator = hotcoco.COCOeval(ground_truth, ground_truth.load_res(_prepared(results, iou_type)),
-                                 iou_type)
+    if iou_type == "bbox":  # a box evaluation must not read segmentations
+        results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+    # no copies otherwise: hotcoco reads the entries into its own, leaving them as they were
+    evaluator = hotcoco.COCOeval(ground_truth, ground_truth.load_res(results), iou_type)
     evaluator.evaluate()
     return evaluator
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 
 from dimaskdino.modeling.box_ops import box_cxcywh_to_xyxy
+
+if TYPE_CHECKING:
+    from dimaskdino.modeling.model import Prediction
 
 
 def resize_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int],
@@ -108,6 +114,26 @@ def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
     } for s in range(stages)]
 
 
+def layer_instances(pred: Prediction, image: int, layers: Sequence[int],
+                    topk: int = 100) -> dict[int, dict]:
+    """:func:`instance_inference` of ``layers`` of image ``image`` of ``pred`` (predicted
+    with ``all_layers``): the inner layers post-processed together
+    (:func:`stacked_instance_inference`), the last one as the model reported it (what
+    ``dimask eval`` scores)."""
+    last = len(pred.layers) - 1
+    inner = [layer for layer in layers if layer != last]
+    found = {}
+    if inner:
+        stacked = (torch.stack([pred.layers[layer][key][image] for layer in inner])
+                   for key in ("pred_logits", "pred_masks", "pred_boxes"))
+        found = dict(zip(inner, stacked_instance_inference(
+            *stacked, pred.padded_size, pred.image_sizes[image], pred.output_sizes[image],
+            topk), strict=True))
+    if last in layers:
+        found[last] = pred.instances[image]
+    return found
+
+
 def _binary_masks_and_scores(mask_logits: torch.Tensor, padded_size: tuple[int, int],
                              image_size: tuple[int, int], output_size: tuple[int, int],
                              chunk_elements: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,8 +147,7 @@ def _binary_masks_and_scores(mask_logits: torch.Tensor, padded_size: tuple[int, 
     for start in range(0, count, step):
         masks = resize_masks(mask_logits[start:start + step], padded_size, image_size,
                              output_size)
-        inside = masks > 0
-        binary[start:start + step] = inside
+        inside = torch.gt(masks, 0, out=binary[start:start + step])  # no bool temporary
         inside = inside.to(masks.dtype)  # float 0 / 1: several times faster than bool math
         area = inside.flatten(1).sum(1)  # exact: sums of ones
         scores[start:start + step] = (masks.sigmoid_().mul_(inside).flatten(1).sum(1)

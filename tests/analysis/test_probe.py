@@ -16,15 +16,23 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from typer.testing import CliRunner
 
-from dimaskdino.analysis.probe import imbalance_measures
+from dimaskdino.analysis.probe import imbalance_measures, probe_layers
 from dimaskdino.checkpoint import load_model
 from dimaskdino.cli import app
 from dimaskdino.config import apply_overrides, preset
 from dimaskdino.data.coco import CocoInstances
 from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
-from dimaskdino.engine.evaluator import METRICS, coco_evaluate, evaluate_model
+from dimaskdino.engine.evaluator import (
+    METRICS,
+    coco_evaluate,
+    evaluate_model,
+    instances_to_results,
+)
+from dimaskdino.engine.inference import predictions
 from dimaskdino.engine.trainer import Trainer
+from dimaskdino.modeling.model import DIMaskDINO
+from dimaskdino.modeling.postprocess import instance_inference
 
 runner = CliRunner()
 
@@ -262,3 +270,39 @@ def test_bad_input(trained, golden_fixtures, tmp_path):
     assert "layers must lie in 0..3" in one_line_error(
         ["layer-probe", str(checkpoint), "--layers", "0,7", "--out", str(tmp_path / "z")])
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_probe_equals_a_per_layer_reference(tmp_path):
+    """The probe's detections (exported as they are) and APs are bitwise those of a direct
+    computation: every layer of every image on its own through ``instance_inference``, every
+    pair's mask encoded by itself, each layer scored by ``coco_evaluate``. Random weights
+    keep every layer's top pairs; images resized for the model (output != input size)."""
+    paths = write_synthetic_dataset(tmp_path / "data", SyntheticSpec(
+        num_train=1, num_val=3, height=80, width=112, max_objects=4, seed=2))
+    annotations, images = paths["val"]
+    config = preset("tiny")
+    torch.manual_seed(0)
+    model = DIMaskDINO(config.model).eval()
+    dataset = EvaluationImages(CocoInstances(annotations, images), 64)
+    result = probe_layers(model, dataset, batch_size=2, progress=False)
+    layers = config.model.predictor.dec_layers + 1
+    reference: dict[int, list] = {layer: [] for layer in range(layers)}
+    for targets, pred in predictions(model, dataset, 2, all_layers=True, progress=False):
+        for i, target in enumerate(targets):
+            sizes = (pred.padded_size, pred.image_sizes[i], pred.output_sizes[i])
+            for layer, outputs in enumerate(pred.layers):
+                found = instance_inference(*(outputs[key][i] for key in (
+                    "pred_logits", "pred_masks", "pred_boxes")), *sizes,
+                    config.model.detections_per_image)
+                del found["query_index"]  # no sharing: every pair's mask encoded alone
+                reference[layer] += instances_to_results(found, target["image_id"],
+                                                         dataset.dataset.category_ids)
+    assert json.dumps(result.results) == json.dumps(reference)
+    shared = [r["segmentation"] for r in result.results[0]]
+    assert len({id(s) for s in shared}) < len(shared)  # the case sharing speeds up occurs
+    ground_truth = json.loads(annotations.read_text())
+    table = result.table.set_index(["layer", "task"])
+    for layer, found in reference.items():
+        for iou, task in (("bbox", "box"), ("segm", "mask")):
+            expected = coco_evaluate(ground_truth, found, iou)
+            assert table.loc[(layer, task), list(METRICS)].to_dict() == expected

@@ -148,3 +148,23 @@ def test_tide_errors_of_hand_made_cases(detections, expected):
     assert list(found) == list(TIDE_ERRORS)
     assert found == pytest.approx({**dict.fromkeys(TIDE_ERRORS, 0.0), **expected}, abs=1e-9)
     assert summary(evaluator)["AP50"] == pytest.approx(100 - max(expected.values()))
+
+
+def test_pairs_of_one_query_share_one_encoded_mask():
+    """With ``query_index`` each distinct query's mask is encoded once, its RLE dict shared
+    by its pairs; the results equal those of encoding every pair's mask."""
+    masks = rectangle_masks([(1, 2, 9, 7), (0, 0, 4, 4), (3, 1, 12, 8)], 10, 14)
+    query_index = torch.tensor([4, 2, 4, 0, 2])
+    instances = {"scores": torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5]),
+                 "pred_classes": torch.tensor([0, 1, 1, 0, 0]),
+                 "pred_boxes": torch.tensor([[1.0, 2.0, 9.0, 7.0]] * 5),
+                 "pred_masks": masks[[0, 1, 0, 2, 1]], "query_index": query_index}
+    shared = instances_to_results(instances, 5, [3, 7])
+    alone = instances_to_results({k: v for k, v in instances.items() if k != "query_index"},
+                                 5, [3, 7])
+    assert shared == alone
+    assert shared[0]["segmentation"] is shared[2]["segmentation"]
+    assert shared[1]["segmentation"] is shared[4]["segmentation"]
+    assert shared[0]["segmentation"] is not shared[1]["segmentation"]
+    decoded = mask_utils.decode([r["segmentation"] for r in shared])
+    assert np.array_equal(decoded.transpose(2, 0, 1), instances["pred_masks"].numpy())
