@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dimaskdino.cli.errors import user_errors
+from dimaskdino.cli.options import Checkpoint, OfficialConfig
 
 out = Console(soft_wrap=True)
 
@@ -28,14 +29,12 @@ def parse_layers(text: str) -> list[int] | None:
 
 
 def layer_probe(
-    checkpoint: Annotated[Path, typer.Argument(help="A dimask checkpoint (.pth), or an "
-                                               "official one with --official-config.")],
+    checkpoint: Checkpoint,
     data: Annotated[str | None, typer.Option(
         help="Dataset spec (default: the checkpoint's own dataset); its val split is used. "
              "images:DIR (no annotations): consistency and detections only.")
     ] = None,
-    official_config: Annotated[Path | None, typer.Option(
-        help="The official YAML of an official MaskDINO / DI-MaskDINO checkpoint.")] = None,
+    official_config: OfficialConfig = None,
     layers: Annotated[str, typer.Option(help="'all' or e.g. '0,3,6'.")] = "all",
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("probe"),
     backend: Annotated[str, typer.Option(help="hotcoco | faster | pycocotools")] = "hotcoco",

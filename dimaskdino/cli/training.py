@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dimaskdino.cli.errors import user_errors
+from dimaskdino.cli.options import Checkpoint, OfficialConfig
 
 out = Console(soft_wrap=True)
 
@@ -84,12 +85,10 @@ def train(
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A dimask checkpoint (.pth), or an "
-                                               "official one with --official-config.")],
+    checkpoint: Checkpoint,
     data: Annotated[str | None, typer.Option(
         help="Dataset spec (default: the checkpoint's own dataset).")] = None,
-    official_config: Annotated[Path | None, typer.Option(
-        help="The official YAML of an official MaskDINO / DI-MaskDINO checkpoint.")] = None,
+    official_config: OfficialConfig = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Also write DIR/eval.json: {\"bbox\": {\"AP\": ..}, \"segm\": {..}}.")
     ] = None,

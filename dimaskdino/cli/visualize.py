@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from dimaskdino.cli.errors import user_errors
+from dimaskdino.cli.options import Checkpoint, OfficialConfig
 
 out = Console(soft_wrap=True)
 
@@ -42,10 +43,8 @@ def _stems(names: list[str]) -> list[str]:
 
 
 def visualize(
-    checkpoint: Annotated[Path, typer.Argument(help="A dimask checkpoint (.pth), or an "
-                                               "official one with --official-config.")],
-    official_config: Annotated[Path | None, typer.Option(
-        help="The official YAML of an official MaskDINO / DI-MaskDINO checkpoint.")] = None,
+    checkpoint: Checkpoint,
+    official_config: OfficialConfig = None,
     data: Annotated[str | None, typer.Option(
         help="Dataset spec whose val split is drawn (default: the checkpoint's own).")
     ] = None,
