@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: install build-ops test test-fast test-trained lint demo bench clean
+.PHONY: install build-ops test test-fast test-trained lint demo bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ demo: build-ops
 
 bench: build-ops
 	$(PY) benchmarks/ms_deform_attn.py
+
+# on a machine with a CUDA GPU: kernel build + checks, 50 AMP iterations, R50 predict
+gpu-check: build-ops
+	timeout 480 $(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
