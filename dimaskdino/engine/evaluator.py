@@ -15,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
 
 from dimaskdino.data.coco import DatasetError
 
@@ -43,13 +42,14 @@ def encode_masks(masks: torch.Tensor) -> list[dict]:
 
 
 def _encode(masks: np.ndarray) -> list[dict]:
-    """:func:`encode_masks` of a bool array ``(N, H, W)``."""
+    """:func:`encode_masks` of a bool array ``(N, H, W)``: hotcoco's encoder, which writes
+    pycocotools' RLE byte for byte and reads the ``(H, W, N)`` view without a column-major
+    copy (several times faster than ``pycocotools.mask.encode`` on model outputs)."""
+    import hotcoco.mask
+
     if masks.shape[0] == 0:
         return []
-    # (N, W, H) C-ordered is (H, W, N) Fortran-ordered: one copy (numpy transposes bytes
-    # faster than torch does bools), the bools read as uint8
-    columns = np.ascontiguousarray(masks.view(np.uint8).transpose(0, 2, 1))
-    rles = mask_utils.encode(columns.transpose(2, 1, 0))
+    rles = hotcoco.mask.encode(masks.transpose(1, 2, 0))
     for rle in rles:
         rle["counts"] = rle["counts"].decode("ascii")
     return rles

@@ -75,6 +75,18 @@ def test_encode_masks_round_trips():
     assert np.array_equal(decoded.transpose(2, 0, 1).astype(bool), masks.numpy())
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 5, 7), (4, 64, 33), (2, 151, 203)])
+def test_encode_masks_writes_pycocotools_rle_byte_for_byte(shape):
+    masks = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape))) > 0.7
+    masks[0] = True  # a full mask, and (below) an empty one
+    masks[-1, : shape[1] // 2] = False
+    reference = mask_utils.encode(np.asfortranarray(masks.numpy().transpose(1, 2, 0)
+                                                    .astype(np.uint8)))
+    got = encode_masks(masks)
+    assert [r["counts"] for r in got] == [r["counts"].decode("ascii") for r in reference]
+    assert [list(r["size"]) for r in got] == [list(r["size"]) for r in reference]
+
+
 @pytest.mark.parametrize(("backend", "tolerance"), [("hotcoco", 1e-9), ("faster", 0.1)])
 @pytest.mark.parametrize("iou_type", ["bbox", "segm"])
 @pytest.mark.parametrize("seed", [0, 1])
