@@ -135,6 +135,22 @@ def _first_error(output: str) -> str:
     return (errors or lines or ["unknown error"])[0]
 
 
+def stage_sources(build_dir: Path, sources: tuple[str, ...]) -> list[Path]:
+    """Copies of ``sources`` and the headers in ``build_dir/src`` -> the sources' paths.
+
+    The build reads these copies, not the checkout: ninja keys its rules by absolute path,
+    so two checkouts of the same sources (e.g. git worktrees) share one cached build
+    instead of each recompiling it."""
+    folder = build_dir / "src"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in sources + HEADERS:
+        text = (CSRC / name).read_text()
+        target = folder / name
+        if not target.exists() or target.read_text() != text:
+            atomic_write_text(target, text)
+    return [folder / name for name in sources]
+
+
 def _build(name: str, sources: tuple[str, ...], flags: tuple[str, ...], what: str,
            **load_kwargs) -> ModuleType:
     cpp_extension = _cpp_extension()
@@ -143,11 +159,12 @@ def _build(name: str, sources: tuple[str, ...], flags: tuple[str, ...], what: st
     build_dir.mkdir(parents=True, exist_ok=True)
     if not (build_dir / f"{name}.so").exists():
         print(f"dimask: compiling the {what} (once; cached in {build_dir})", file=sys.stderr)
+    staged = stage_sources(build_dir, sources)
     try:
         return cpp_extension.load(
             name=name,
-            sources=[str(CSRC / s) for s in sources],
-            extra_include_paths=[str(CSRC)],
+            sources=[str(path) for path in staged],
+            extra_include_paths=[str(staged[0].parent)],
             build_directory=str(build_dir),
             verbose=bool(os.environ.get("DIMASK_VERBOSE_BUILD")),
             **load_kwargs,

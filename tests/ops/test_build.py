@@ -40,6 +40,22 @@ def test_cache_key_follows_sources_and_flags():
     assert key != build._digest(build.CUDA_SOURCES, build.CPU_CFLAGS)
 
 
+def test_two_checkouts_of_the_same_sources_build_from_the_same_paths(monkeypatch, tmp_path):
+    """ninja keys rules by absolute path: the build reads staged copies, so a second
+    checkout (e.g. a git worktree) reuses the first one's cached build."""
+    staged = []
+    for checkout in ("a", "b"):
+        csrc = tmp_path / checkout / "csrc"
+        shutil.copytree(build.CSRC, csrc)
+        monkeypatch.setattr(build, "CSRC", csrc)
+        folder = tmp_path / "cache" / f"x-{build._digest(build.CPU_SOURCES, ())}"
+        staged.append(build.stage_sources(folder, build.CPU_SOURCES))
+    assert staged[0] == staged[1]
+    assert all(path.is_relative_to(tmp_path / "cache") for path in staged[0])
+    for name in build.CPU_SOURCES + build.HEADERS:
+        assert (staged[0][0].parent / name).read_text() == (build.CSRC / name).read_text()
+
+
 def test_cache_root_honours_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DIMASK_EXTENSIONS_DIR", str(tmp_path / "x"))
     assert build.cache_root() == tmp_path / "x"
