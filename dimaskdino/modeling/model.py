@@ -49,7 +49,8 @@ class Prediction:
 
 
 class DIMaskDINO(nn.Module):
-    """MaskDINO and DI-MaskDINO (DI and BATO switched by ``config.predictor``)."""
+    """DI-MaskDINO: backbone, encoder and :class:`DIMaskDINOPredictor`; with DI and BATO off
+    (``config.predictor``), MaskDINO."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
