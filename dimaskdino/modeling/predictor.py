@@ -240,7 +240,7 @@ class DIMaskDINOPredictor(nn.Module):
                                     selection.boxes_unsigmoid.sigmoid())
         initial_boxes = self.initial_boxes(selection, interm)
         # DI: token interaction and the further selections
-        tgt, refpoints, di = self.de_imbalance(selection.content.detach(), initial_boxes)
+        tgt, refpoints, stages = self.de_imbalance(selection.content.detach(), initial_boxes)
         if config.random_position_tokens:
             refpoints = self.random_refpoints_unsigmoid.to(tgt).expand(tgt.shape[0], -1, -1)
         dn = make_denoising_queries(targets, self.label_enc, config.num_queries, config.dn_num,
@@ -263,10 +263,11 @@ class DIMaskDINOPredictor(nn.Module):
         run = run.then(self.decoder(run.output, run.references[-1].detach(),
                                     memory if bato is None else bato.memory, shapes, starts,
                                     heads, attn_mask, slice(1, None)))
+        # the heads on every layer, then the denoising queries' predictions apart
         layers += self.decoder_predictions(run, mask_features, bato, all_layer_masks)
         out = PredictorOutput(memory, shapes, starts, selection, interm, initial_boxes, tgt,
-                              refpoints, layers, run.hidden, run.references, di=di[0] if di
-                              else None, di_extra=di[1:], bato=bato)
+                              refpoints, layers, run.hidden, run.references,
+                              di=stages[0] if stages else None, di_extra=stages[1:], bato=bato)
         return out if dn is None else split_denoising(out, dn)
 
     def predict_layer(self, hidden: torch.Tensor, mask_features: torch.Tensor | None,
