@@ -38,6 +38,10 @@ from dimaskdino.modeling.backbone import ResNet
 from dimaskdino.modeling.backbone.resnet import BASIC_DEPTHS, BLOCKS_PER_DEPTH, STAGES
 from dimaskdino.modeling.model import DIMaskDINO
 
+# the "format" entry of the training checkpoints dimask writes
+# (:func:`dimaskdino.engine.checkpointer.save_checkpoint`)
+TRAINING_FORMAT = "dimask-checkpoint-1"
+
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; one-line message."""
@@ -452,8 +456,6 @@ def load_model(checkpoint: str | Path, official_config: str | Path | None = None
     Returns the model in eval mode and the experiment config (for an official checkpoint:
     the default data settings, evaluation at shorter side 800 / longer side <= 1333).
     """
-    from dimaskdino.engine.checkpointer import checked_checkpoint
-
     if official_config is not None:
         model = load_official(official_config, checkpoint)
         return model, ExperimentConfig(model=model.config)
@@ -470,6 +472,13 @@ def load_model(checkpoint: str | Path, official_config: str | Path | None = None
     model = DIMaskDINO(config.model)
     load_weights(model, state["model"], f"{path} does not fit its own config")
     return model.eval(), config
+
+
+def checked_checkpoint(data, path: str | Path) -> dict:
+    """``data``, read from ``path``, if it is a dimask training checkpoint."""
+    if not isinstance(data, dict) or data.get("format") != TRAINING_FORMAT:
+        raise CheckpointError(f"{path} is not a dimask training checkpoint")
+    return data
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], what: str) -> None:

@@ -50,12 +50,12 @@ def demo(
         from mlflow.tracking import MlflowClient
 
         from dimaskdino.config import ConfigError
+        from dimaskdino.experiments.driver import inspect_study, run_study
+        from dimaskdino.experiments.lock import exclusive
+        from dimaskdino.experiments.plan import plan_study
+        from dimaskdino.experiments.registry import get_study
+        from dimaskdino.experiments.tracking import default_tracking_uri, layer_ap
         from dimaskdino.reports import write_report
-        from dimaskdino.studies.driver import inspect_study, run_study
-        from dimaskdino.studies.lock import exclusive
-        from dimaskdino.studies.plan import plan_study
-        from dimaskdino.studies.registry import get_study
-        from dimaskdino.studies.tracking import default_tracking_uri, layer_ap
 
         if iterations < 1:
             raise ConfigError(f"--iterations must be positive, not {iterations}")

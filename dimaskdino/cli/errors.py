@@ -33,9 +33,9 @@ def user_errors(resume_hint: str = "") -> Iterator[None]:
     from dimaskdino.data.coco import DatasetError
     from dimaskdino.engine.interrupt import Interrupted, abort_on_signals
     from dimaskdino.engine.trainer import TrainingError
+    from dimaskdino.experiments.lock import LockedError
     from dimaskdino.fileio import WriteError
     from dimaskdino.ops.build import ExtensionBuildError
-    from dimaskdino.studies.lock import LockedError
 
     try:
         with abort_on_signals():

@@ -32,8 +32,8 @@ def report(
         raise fail("give --study NAME or --all (not both)" if study else
                    "give --study NAME or --all")
     with user_errors():
+        from dimaskdino.experiments.tracking import sqlite_uri
         from dimaskdino.reports import ReportError, write_report
-        from dimaskdino.studies.tracking import sqlite_uri
 
         uri = tracking_uri or sqlite_uri(DEFAULT_ROOT)
         try:

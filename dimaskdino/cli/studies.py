@@ -37,7 +37,7 @@ def summary_table(outcomes, tracking_uri: str) -> Table:
     """Per (cell, seed): status and AP box / AP mask at layer 0 and at the last layer."""
     from mlflow.tracking import MlflowClient
 
-    from dimaskdino.studies.tracking import layer_ap
+    from dimaskdino.experiments.tracking import layer_ap
 
     client = MlflowClient(tracking_uri)
     table = Table(title="summary")
@@ -95,16 +95,16 @@ def run_ablation(
     measures AP box / AP mask at every decoder layer; all of it goes to MLflow. Rerunning
     the same command skips finished cells and resumes interrupted ones."""
     with user_errors("rerun the same command to resume"):
-        from dimaskdino.studies.driver import (
+        from dimaskdino.experiments.driver import (
             SlurmResources,
             check_executor,
             inspect_study,
             run_study,
         )
-        from dimaskdino.studies.lock import exclusive
-        from dimaskdino.studies.plan import plan_study
-        from dimaskdino.studies.registry import get_study
-        from dimaskdino.studies.tracking import default_tracking_uri, sqlite_uri
+        from dimaskdino.experiments.lock import exclusive
+        from dimaskdino.experiments.plan import plan_study
+        from dimaskdino.experiments.registry import get_study
+        from dimaskdino.experiments.tracking import default_tracking_uri, sqlite_uri
 
         chosen = get_study(study)
         check_executor(executor)

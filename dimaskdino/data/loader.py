@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from dimaskdino.data.coco import CocoInstances
 from dimaskdino.data.images import ImageFolder
 from dimaskdino.data.specs import DatasetSource, resolve_dataset
-from dimaskdino.data.transforms import LargeScaleJitter, masks_to_boxes, resize, shortest_edge_size
+from dimaskdino.data.transforms import LargeScaleJitter, resize, shortest_edge_size
 from dimaskdino.engine.interrupt import ignore_stop_signals
+from dimaskdino.mask_boxes import masks_to_boxes_exclusive
 
 _SEED_STRIDE = 1_000_003  # keeps (seed, position) -> generator seed one-to-one in practice
 
@@ -61,7 +62,7 @@ class TrainingStream(Dataset):
         nonempty = masks.flatten(1).any(1)
         masks = masks[nonempty]
         return image, {"image_id": target["image_id"], "labels": target["labels"][keep][nonempty],
-                       "boxes": masks_to_boxes(masks), "masks": masks, "seed": seed}
+                       "boxes": masks_to_boxes_exclusive(masks), "masks": masks, "seed": seed}
 
 
 class StreamSampler(Sampler[list[int]]):

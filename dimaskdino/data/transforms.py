@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dimaskdino.modeling import box_ops
-
 PAD_VALUE = 128  # detectron2's FixedSizeCrop fills the image padding with grey
 
 
@@ -76,12 +74,3 @@ class LargeScaleJitter:
         masks = masks[:, top:top + target_h, left:left + target_w]
         pad = (0, target_w - image.shape[-1], 0, target_h - image.shape[-2])
         return F.pad(image, pad, value=PAD_VALUE), F.pad(masks, pad, value=False)
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """``(n, H, W)`` bool -> ``(n, 4)`` float xyxy pixel boxes enclosing each mask (detectron2's
-    ``BitMasks.get_bounding_boxes``: right/bottom edges one past the last pixel; an empty mask
-    gives a zero box). The model's ``mask2box`` is the same extent with inclusive edges."""
-    boxes = box_ops.masks_to_boxes(masks)
-    boxes[:, 2:] += 1
-    return boxes * masks.flatten(1).any(1, keepdim=True)

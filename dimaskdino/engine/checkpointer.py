@@ -11,10 +11,9 @@ from pathlib import Path
 
 import torch
 
-from dimaskdino.checkpoint import CheckpointError, read_torch_file
+from dimaskdino.checkpoint import TRAINING_FORMAT, checked_checkpoint, read_torch_file
 from dimaskdino.fileio import atomic_save, atomic_write_text
 
-FORMAT = "dimask-checkpoint-1"
 LAST = "last_checkpoint"
 
 
@@ -23,7 +22,7 @@ def save_checkpoint(directory: Path, name: str, *, model: torch.nn.Module,
                     extra: dict | None = None) -> Path:
     """Write ``directory/name`` and point ``last_checkpoint`` at it."""
     path = Path(directory) / name
-    atomic_save({"format": FORMAT, "model": model.state_dict(),
+    atomic_save({"format": TRAINING_FORMAT, "model": model.state_dict(),
                  "optimizer": optimizer.state_dict() if optimizer is not None else None,
                  "iteration": iteration, "config": config,
                  "rng": torch.get_rng_state(), **(extra or {})}, path)
@@ -43,10 +42,3 @@ def last_checkpoint(directory: Path) -> Path | None:
 def read_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (on the CPU)."""
     return checked_checkpoint(read_torch_file(path), path)
-
-
-def checked_checkpoint(data, path: str | Path) -> dict:
-    """``data``, read from ``path``, if it is a checkpoint :func:`save_checkpoint` wrote."""
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a dimask training checkpoint")
-    return data

@@ -24,6 +24,7 @@ import torch
 
 from dimaskdino.checkpoint import (
     CheckpointError,
+    checked_checkpoint,
     convert_official_state_dict,
     is_official_checkpoint,
     load_backbone_weights,
@@ -41,7 +42,6 @@ from dimaskdino.config import (
 )
 from dimaskdino.data.specs import num_categories
 from dimaskdino.engine import distributed
-from dimaskdino.engine.checkpointer import checked_checkpoint
 from dimaskdino.modeling.backbone import SwinTransformer
 from dimaskdino.modeling.model import DIMaskDINO
 

@@ -10,12 +10,16 @@ refreshed with their finest level: ``mask_output_conv(mask_features + upsample(T
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dimaskdino.modeling.encoder import conv_gn
 from dimaskdino.modeling.heads import PredictionHeads, feed_forward
+from dimaskdino.modeling.outputs import StageOutput
+from dimaskdino.modeling.selection import select_top_k
 
 
 class QueryGuidedFeatureUpdate(nn.Module):
@@ -46,6 +50,17 @@ class QueryGuidedFeatureUpdate(nn.Module):
         return self.norm2(tokens + self.dropout(ffn))
 
 
+@dataclass
+class BATOOutput(StageOutput):
+    """:class:`BalanceAwareTokens`' outputs: ``indices (B, G)`` of the guiding tokens among
+    the candidates, ``memory (B, S, C)`` the guided tokens T_bal, ``mask_features (B, C, H,
+    W)`` refreshed from T_bal's finest level."""
+
+    indices: torch.Tensor
+    memory: torch.Tensor
+    mask_features: torch.Tensor
+
+
 class BalanceAwareTokens(nn.Module):
     """Guiding-token selection, the query-guided feature update and the mask refresh."""
 
@@ -61,33 +76,28 @@ class BalanceAwareTokens(nn.Module):
     def forward(self, queries: torch.Tensor, query_pos: torch.Tensor, memory: torch.Tensor,
                 memory_pos: torch.Tensor, spatial_shapes: torch.Tensor,
                 level_start_index: torch.Tensor, mask_features: torch.Tensor,
-                heads: PredictionHeads) -> dict[str, torch.Tensor]:
-        """Guide ``memory (B, S, C)`` (coarsest level first) by the best of ``queries``.
+                heads: PredictionHeads) -> BATOOutput:
+        """Guide ``memory (B, S, C)`` (decoder level order) by the best of ``queries``.
 
         Args:
-            queries: ``(B, Q, C)`` raw output of decoder layer 0 (the heads read it without
-                ``decoder_norm``, as officially).
-            query_pos: ``(B, Q, C)`` the queries' position embeddings for the next layer.
+            queries: ``(B, Q, C)`` the guiding-token candidates: the raw output of decoder
+                layer 0 (the heads read it without ``decoder_norm``, as officially) or, for
+                Tab. 5's ablation, selected tokens.
+            query_pos: ``(B, Q, C)`` their position embeddings (the decoder's, of their boxes).
             memory_pos: ``(B, S, C)`` sine position embedding of every token.
             mask_features: ``(B, D, H, W)`` with ``D == C``.
-
-        Returns:
-            ``indices (B, G)`` of the guiding queries, ``memory (B, S, C)`` the guided
-            tokens, ``mask_features (B, C, H, W)`` refreshed.
 
         With guiding-token generation (the paper's GTG, the official model) the guides are
         the mask network's embedding of the chosen queries (value) plus their box network's
         position embedding (in the key); without it (Tab. 6's ablation) the chosen queries
         themselves are key and value.
         """
-        scores = heads.class_embed(queries).max(-1).values
-        indices = scores.topk(min(self.num_guiding_tokens, queries.shape[1]), dim=1).indices
-        gather = indices[..., None].expand(-1, -1, queries.shape[-1])
+        keep = min(self.num_guiding_tokens, queries.shape[1])
         if self.generate_guides:
-            guides = heads.mask_embed(queries).gather(1, gather)
-            guide_pos = query_pos.gather(1, gather)
+            indices, guides, guide_pos = select_top_k(heads.class_embed(queries), keep,
+                                                      heads.mask_embed(queries), query_pos)
         else:
-            guides = queries.gather(1, gather)
+            indices, guides = select_top_k(heads.class_embed(queries), keep, queries)
             guide_pos = torch.zeros_like(guides)
         memory = self.feature_update(memory, memory_pos, guides, guide_pos)
         height, width = spatial_shapes[-1].tolist()
@@ -95,5 +105,4 @@ class BalanceAwareTokens(nn.Module):
             memory.shape[0], -1, height, width)
         refreshed = mask_features + F.interpolate(finest, size=mask_features.shape[-2:],
                                                   mode="bilinear", align_corners=False)
-        return {"indices": indices, "memory": memory,
-                "mask_features": F.relu(self.mask_output_conv(refreshed))}
+        return BATOOutput(indices, memory, F.relu(self.mask_output_conv(refreshed)))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from dimaskdino.mask_boxes import masks_to_boxes_exclusive, masks_to_boxes_inclusive
+
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """``log(x / (1 - x))`` with ``x`` clamped to ``[0, 1]`` and both terms to ``>= eps``."""
@@ -23,60 +25,8 @@ def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
 
 
-def _extents(masks: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """First and last occupied column and row of ``(N, H, W)`` bool masks (float32), and
-    which masks are empty."""
-    def extent(occupied: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # first and last occupied index along the last dim of (N, L) bools
-        length = occupied.shape[-1]
-        first = occupied.to(torch.uint8).argmax(-1)
-        last = length - 1 - occupied.flip(-1).to(torch.uint8).argmax(-1)
-        return first.float(), last.float()
-
-    cols, rows = masks.any(dim=1), masks.any(dim=2)
-    x_min, x_max = extent(cols)
-    y_min, y_max = extent(rows)
-    return x_min, y_min, x_max, y_max, ~cols.any(-1)
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight pixel-index boxes of boolean masks (the official ``mask2box``).
-
-    Args:
-        masks: ``(N, H, W)`` bool.
-
-    Returns:
-        ``(N, 4)`` ``(x_min, y_min, x_max, y_max)`` as the min / max column and row index of
-        the mask's pixels (inclusive, no +1), in float32. An empty mask gives
-        ``(1e8, 1e8, 0, 0)``, as in the official code.
-    """
-    if masks.numel() == 0:
-        return torch.zeros((0, 4), device=masks.device)
-    x_min, y_min, x_max, y_max, empty = _extents(masks)
-    boxes = torch.stack((x_min, y_min, x_max, y_max), dim=1)
-    return torch.where(empty[:, None], torch.tensor([1e8, 1e8, 0.0, 0.0], device=masks.device),
-                       boxes)
-
-
-def bitmask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Pixel-edge boxes of boolean masks (the official ``bitmask``: detectron2's
-    ``BitMasks.get_bounding_boxes``).
-
-    Args:
-        masks: ``(N, H, W)`` bool.
-
-    Returns:
-        ``(N, 4)`` ``(x_min, y_min, x_max + 1, y_max + 1)`` of the first and last occupied
-        column and row (exclusive right / bottom edge), float32; an empty mask gives zeros.
-    """
-    if masks.numel() == 0:
-        return torch.zeros((0, 4), device=masks.device)
-    x_min, y_min, x_max, y_max, empty = _extents(masks)
-    boxes = torch.stack((x_min, y_min, x_max + 1, y_max + 1), dim=1)
-    return boxes.masked_fill(empty[:, None], 0.0)
-
-
-BOX_RULES = {"mask2box": masks_to_boxes, "bitmask": bitmask_boxes}
+# INITIALIZE_BOX_TYPE -> the mask-to-box rule
+BOX_RULES = {"mask2box": masks_to_boxes_inclusive, "bitmask": masks_to_boxes_exclusive}
 
 
 def mask_logits_to_boxes(mask_logits: torch.Tensor, rule: str = "mask2box") -> torch.Tensor:
@@ -84,7 +34,8 @@ def mask_logits_to_boxes(mask_logits: torch.Tensor, rule: str = "mask2box") -> t
 
     Args:
         mask_logits: ``(B, Q, H, W)`` at the mask-feature resolution.
-        rule: ``mask2box`` (:func:`masks_to_boxes`) or ``bitmask`` (:func:`bitmask_boxes`).
+        rule: ``mask2box`` (:func:`~dimaskdino.mask_boxes.masks_to_boxes_inclusive`) or
+            ``bitmask`` (:func:`~dimaskdino.mask_boxes.masks_to_boxes_exclusive`).
 
     Returns:
         ``(B, Q, 4)``: ``inverse_sigmoid`` of the normalized ``(cx, cy, w, h)`` of

@@ -40,7 +40,7 @@ class LossWeights:
 class SetCriterion(nn.Module):
     """``forward(outputs, targets)`` -> dict of every weighted loss term and ``loss``.
 
-    ``outputs`` is :class:`~dimaskdino.modeling.predictor.MaskDINOPredictor`'s dict;
+    ``outputs`` is :class:`~dimaskdino.modeling.predictor.PredictorOutput`;
     ``targets`` per image ``labels (n,)``, ``boxes (n, 4)`` normalized cxcywh (of the padded
     batch), ``masks (n, H, W)`` {0, 1} and optionally ``generator``, the image's source of
     random points (matching and loss).

@@ -3,7 +3,7 @@ with iterative box refinement."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -47,9 +47,22 @@ class DecoderLayer(nn.Module):
         return self.norm3(tgt + self.dropout(ffn))
 
 
-# before_layer(index, previous raw output, query_pos) -> memory for this and the following
-# layers, or None to keep it; called before every layer but the first (BATO's entry point)
-LayerHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor | None]
+@dataclass
+class DecoderOutput:
+    """What a run of decoder layers gives: ``output (B, Q, C)`` the last layer's raw output
+    (the next layer's input), ``hidden`` per layer ``decoder_norm(output)`` ``(B, Q, C)``
+    and ``references``: one box more than layers, ``(B, Q, 4)`` in sigmoid space, the input
+    boxes first, entry ``l`` the boxes handed to the run's layer ``l + 1``."""
+
+    output: torch.Tensor
+    hidden: list[torch.Tensor]
+    references: list[torch.Tensor]
+
+    def then(self, later: DecoderOutput) -> DecoderOutput:
+        """This run followed by ``later``, a run that started from its output and last
+        (detached) boxes."""
+        return DecoderOutput(later.output, self.hidden + later.hidden,
+                             self.references + later.references[1:])
 
 
 class DeformableDecoder(nn.Module):
@@ -58,6 +71,7 @@ class DeformableDecoder(nn.Module):
     def __init__(self, dim: int, dim_feedforward: int, num_layers: int, levels: int,
                  dropout: float = 0.0, heads: int = 8, points: int = 4) -> None:
         super().__init__()
+        self.dim = dim
         self.layers = nn.ModuleList(
             DecoderLayer(dim, dim_feedforward, dropout, levels, heads, points)
             for _ in range(num_layers))
@@ -68,38 +82,34 @@ class DeformableDecoder(nn.Module):
         for layer in self.layers:
             layer.cross_attn.reset_parameters()
 
-    def forward(self, tgt: torch.Tensor, refpoints_unsigmoid: torch.Tensor,
-                memory: torch.Tensor, spatial_shapes: torch.Tensor,
-                level_start_index: torch.Tensor, heads: PredictionHeads,
-                self_attn_mask: torch.Tensor | None = None,
-                before_layer: LayerHook | None = None,
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Run every layer.
+    def query_position(self, boxes: torch.Tensor) -> torch.Tensor:
+        """The position embedding of queries at ``boxes (B, Q, 4)`` (sigmoid space):
+        ``ref_point_head`` of their sine embedding, ``(B, Q, C)``."""
+        return self.ref_point_head(sine_box_embedding(boxes, self.dim))
 
-        Each layer's queries take their position from the sine embedding of their current
-        box (through ``ref_point_head``) and sample all levels around it. After the layer
-        the box becomes ``sigmoid(bbox_embed(raw output) + inverse_sigmoid(box))``.
+    def forward(self, tgt: torch.Tensor, boxes: torch.Tensor, memory: torch.Tensor,
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                heads: PredictionHeads, self_attn_mask: torch.Tensor | None = None,
+                layers: slice = slice(None)) -> DecoderOutput:
+        """Run the decoder's ``layers`` (all by default) on queries ``tgt (B, Q, C)`` at
+        ``boxes (B, Q, 4)`` (sigmoid space).
 
-        Returns:
-            ``hidden``: per layer ``decoder_norm(output)`` ``(B, Q, C)``;
-            ``references``: ``L + 1`` boxes ``(B, Q, 4)`` in sigmoid space, the input boxes
-            first, entry ``l`` the boxes handed to layer ``l + 1``.
+        Each layer's queries take their position from their current box
+        (:meth:`query_position`) and sample all levels around it. After the layer the box
+        becomes ``sigmoid(bbox_embed(raw output) + inverse_sigmoid(box))``, detached for
+        the next layer. A run of layers ``a:b`` followed by one of ``b:`` from its
+        ``output`` and ``references[-1].detach()`` is a run of ``a:``
+        (:meth:`DecoderOutput.then`), which lets BATO change the memory in between.
         """
         output = tgt
-        boxes = refpoints_unsigmoid.sigmoid()
         levels = spatial_shapes.shape[0]
         hidden, references = [], [boxes]
-        dim = tgt.shape[-1]
-        for index, layer in enumerate(self.layers):
-            query_pos = self.ref_point_head(sine_box_embedding(boxes, dim))
-            if index > 0 and before_layer is not None:
-                updated = before_layer(index, output, query_pos)
-                memory = memory if updated is None else updated
+        for layer in self.layers[layers]:
             reference_points = boxes[:, :, None].expand(-1, -1, levels, -1)
-            output = layer(output, query_pos, reference_points, memory, spatial_shapes,
-                           level_start_index, self_attn_mask)
+            output = layer(output, self.query_position(boxes), reference_points, memory,
+                           spatial_shapes, level_start_index, self_attn_mask)
             boxes_new = (heads.bbox_embed(output) + inverse_sigmoid(boxes)).sigmoid()
             references.append(boxes_new)
             boxes = boxes_new.detach()
             hidden.append(heads.decoder_norm(output))
-        return hidden, references
+        return DecoderOutput(output, hidden, references)

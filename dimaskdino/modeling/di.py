@@ -11,12 +11,16 @@ interaction outputs are supervised with class and box losses (auxiliary predicti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from dimaskdino.modeling.box_ops import inverse_sigmoid
 from dimaskdino.modeling.heads import MLP, PredictionHeads, feed_forward
+from dimaskdino.modeling.outputs import StageOutput
 from dimaskdino.modeling.position import sine_box_embedding
+from dimaskdino.modeling.selection import select_top_k
 
 
 class TokenInteractionLayer(nn.Module):
@@ -40,6 +44,30 @@ class TokenInteractionLayer(nn.Module):
         return self.norm2(tokens + self.dropout(ffn))
 
 
+@dataclass
+class DIOutput(StageOutput):
+    """:class:`DeImbalance`'s outputs.
+
+    * ``raw``, ``normed``, ``boxes``: per interaction layer, its output ``(B, K1, C)``
+      before and after ``norm`` and the refined boxes ``(B, K1, 4)`` (sigmoid space);
+    * ``aux``: per layer ``pred_logits (B, K1, K)`` (class head on the normed output,
+      through ``decoder_norm`` too, as officially) and ``pred_boxes`` (the box head on the
+      normed output applied on top of the already refined box, as officially), the
+      criterion's auxiliary predictions;
+    * ``indices (B, keep)``, ``content (B, keep, C)`` (un-normalized) and ``selected_boxes
+      (B, keep, 4)`` (sigmoid space) of the second selection, by the class head on the
+      last normed output.
+    """
+
+    raw: list[torch.Tensor]
+    normed: list[torch.Tensor]
+    boxes: list[torch.Tensor]
+    aux: list[dict[str, torch.Tensor]]
+    indices: torch.Tensor
+    content: torch.Tensor
+    selected_boxes: torch.Tensor
+
+
 class DeImbalance(nn.Module):
     """Token interaction over the first-selected tokens, then the second selection."""
 
@@ -56,20 +84,9 @@ class DeImbalance(nn.Module):
         nn.init.zeros_(self.bbox_embed.layers[-1].bias)
 
     def forward(self, tokens: torch.Tensor, boxes_unsigmoid: torch.Tensor, keep: int,
-                heads: PredictionHeads) -> dict:
+                heads: PredictionHeads) -> DIOutput:
         """Interact ``tokens (B, K1, C)`` with boxes ``(B, K1, 4)`` (inverse-sigmoid), keep
-        ``keep`` of them.
-
-        Returns a dict:
-
-        * ``raw``, ``normed``, ``boxes``: per interaction layer, its output ``(B, K1, C)``
-          before and after ``norm`` and the refined boxes ``(B, K1, 4)`` (sigmoid space);
-        * ``aux``: per layer ``pred_logits (B, K1, K)`` (class head on the normed output,
-          through ``decoder_norm`` too, as officially) and ``pred_boxes`` (the box head on the
-          normed output applied on top of the already refined box, as officially);
-        * ``indices (B, keep)``, ``content (B, keep, C)`` (un-normalized) and ``boxes
-          (B, keep, 4)`` (sigmoid space) of the second selection.
-        """
+        ``keep`` of them (see :class:`DIOutput`)."""
         output, boxes = tokens, boxes_unsigmoid.sigmoid()
         dim = tokens.shape[-1]
         raw, normed, refined, aux = [], [], [], []
@@ -85,14 +102,6 @@ class DeImbalance(nn.Module):
                 "pred_boxes": (self.bbox_embed(normalized) + inverse_sigmoid(updated)).sigmoid(),
             })
             boxes = updated.detach()
-        indices = heads.class_embed(normed[-1]).max(-1).values.topk(keep, dim=1).indices
-        gather = indices[..., None]
-        return {
-            "raw": raw,
-            "normed": normed,
-            "boxes": refined,
-            "aux": aux,
-            "indices": indices,
-            "content": output.gather(1, gather.expand(-1, -1, dim)),
-            "selected_boxes": refined[-1].gather(1, gather.expand(-1, -1, 4)),
-        }
+        indices, content, selected_boxes = select_top_k(heads.class_embed(normed[-1]), keep,
+                                                        output, refined[-1])
+        return DIOutput(raw, normed, refined, aux, indices, content, selected_boxes)

@@ -148,22 +148,24 @@ class DeformableEncoder(nn.Module):
             layer.self_attn.reset_parameters()
         nn.init.normal_(self.level_embed)
 
-    def forward(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor,
-                                                         torch.Tensor]:
+    def forward(self, maps: list[torch.Tensor]
+                ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Encode maps ``(B, C, H_l, W_l)`` (no padding masks, as the official model runs).
 
-        Returns ``memory (B, S, C)``, ``spatial_shapes (L, 2)``, ``level_start_index (L,)``.
+        Returns ``memory (B, S, C)``, the levels' sine positions (:func:`level_positions`,
+        without level embeddings), ``spatial_shapes (L, 2)``, ``level_start_index (L,)``.
         """
         memory, spatial_shapes, level_start_index = flatten_levels(maps)
-        pos = torch.cat([p + self.level_embed[level]
-                         for level, p in enumerate(level_positions(maps))], dim=1)
+        positions = level_positions(maps)
+        pos = torch.cat([p + self.level_embed[level] for level, p in enumerate(positions)],
+                        dim=1)
         # every token looks from its own pixel centre on every level (valid ratios are 1)
         reference_points = pixel_centres(spatial_shapes.tolist(), memory.dtype,
                                          memory.device)[None, :, None, :]
         reference_points = reference_points.expand(memory.shape[0], -1, len(maps), 2)
         for layer in self.encoder.layers:
             memory = layer(memory, pos, reference_points, spatial_shapes, level_start_index)
-        return memory, spatial_shapes, level_start_index
+        return memory, positions, spatial_shapes, level_start_index
 
 
 class MaskDINOEncoder(nn.Module):
@@ -177,6 +179,8 @@ class MaskDINOEncoder(nn.Module):
       8, 16, 32, 64);
     * ``mask_features``: ``(B, mask_dim, H/4, W/4)``;
     * ``memory``: ``(B, S, conv_dim)`` the encoder tokens in the same level order;
+    * ``positions``: per level the sine position embedding of its tokens ``(B, H_l * W_l,
+      conv_dim)`` (without level embedding; BATO's token positions);
     * ``spatial_shapes`` ``(L, 2)`` and ``level_start_index`` ``(L,)`` of ``memory``.
     """
 
@@ -225,7 +229,7 @@ class MaskDINOEncoder(nn.Module):
             extra = proj(extra)
             extras.insert(0, extra)  # coarsest first
         maps = maps + extras if self.low2high else extras + maps
-        memory, spatial_shapes, level_start_index = self.transformer(maps)
+        memory, positions, spatial_shapes, level_start_index = self.transformer(maps)
         batch, dim = memory.shape[0], memory.shape[-1]
         outputs = [
             tokens.transpose(1, 2).reshape(batch, dim, int(h), int(w))
@@ -243,6 +247,7 @@ class MaskDINOEncoder(nn.Module):
             "multi_scale_features": outputs,
             "mask_features": self.mask_features(fused),
             "memory": memory,
+            "positions": positions,
             "spatial_shapes": spatial_shapes,
             "level_start_index": level_start_index,
         }

@@ -12,10 +12,24 @@ def flatten_levels(maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor
     and level offsets ``(L,)``, in the given order."""
     spatial_shapes = torch.tensor([m.shape[-2:] for m in maps], dtype=torch.long,
                                   device=maps[0].device)
-    level_start_index = torch.cat((spatial_shapes.new_zeros(1),
-                                   spatial_shapes.prod(1).cumsum(0)[:-1]))
     tokens = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], dim=1)
-    return tokens, spatial_shapes, level_start_index
+    return tokens, spatial_shapes, start_indices(spatial_shapes)
+
+
+def start_indices(spatial_shapes: torch.Tensor) -> torch.Tensor:
+    """Offsets ``(L,)`` of the levels of ``(H, W)`` ``spatial_shapes (L, 2)`` in their token
+    sequence."""
+    return torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
+
+
+def reverse_levels(tokens: torch.Tensor, spatial_shapes: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The levels of ``tokens (B, S, C)`` last to first: the reordered tokens, their shapes
+    ``(L, 2)`` and level offsets ``(L,)`` (the decoder reads the encoder's levels in this
+    order, as the official one flattens them)."""
+    levels = tokens.split(spatial_shapes.prod(1).tolist(), dim=1)
+    reversed_shapes = spatial_shapes.flip(0)
+    return torch.cat(levels[::-1], dim=1), reversed_shapes, start_indices(reversed_shapes)
 
 
 def level_positions(maps: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -13,8 +13,17 @@ from dimaskdino.modeling.backbone import build_backbone
 from dimaskdino.modeling.box_ops import box_xyxy_to_cxcywh
 from dimaskdino.modeling.encoder import MaskDINOEncoder
 from dimaskdino.modeling.postprocess import instance_inference
-from dimaskdino.modeling.predictor import MaskDINOPredictor
+from dimaskdino.modeling.predictor import DIMaskDINOPredictor, PredictorOutput
 from dimaskdino.modeling.preprocess import batch_images
+
+
+@dataclass
+class ModelOutput(PredictorOutput):
+    """:meth:`DIMaskDINO.forward`'s outputs: the predictor's (:class:`PredictorOutput`),
+    the ``backbone``'s maps by name and the ``encoder``'s dict."""
+
+    backbone: dict[str, torch.Tensor] = field(default_factory=dict)
+    encoder: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -33,21 +42,22 @@ class Prediction:
 
     layers: list[dict[str, torch.Tensor]] = field(default_factory=list)
     instances: list[dict[str, torch.Tensor]] = field(default_factory=list)
-    outputs: dict = field(default_factory=dict, repr=False)
+    outputs: ModelOutput | None = field(default=None, repr=False)
     padded_size: tuple[int, int] = (0, 0)
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
     output_sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
 class DIMaskDINO(nn.Module):
-    """MaskDINO and DI-MaskDINO (DI and BATO switched by ``config.predictor``)."""
+    """DI-MaskDINO: backbone, encoder and :class:`DIMaskDINOPredictor`; with DI and BATO off
+    (``config.predictor``), MaskDINO."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.backbone = build_backbone(config.backbone)
         self.encoder = MaskDINOEncoder(config.encoder)
-        self.predictor = MaskDINOPredictor(config.predictor)
+        self.predictor = DIMaskDINOPredictor(config.predictor)
         # float32 roundings of the config values, as the official buffers hold
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(-1, 1, 1),
                              persistent=False)
@@ -55,16 +65,13 @@ class DIMaskDINO(nn.Module):
                              persistent=False)
 
     def forward(self, batch: torch.Tensor, all_layer_masks: bool = True,
-                targets: list[dict[str, torch.Tensor]] | None = None) -> dict:
-        """Normalized, padded images ``(B, 3, H, W)`` -> the predictor's dict (see
-        :class:`MaskDINOPredictor`) plus ``backbone`` and ``encoder`` outputs. ``targets``
+                targets: list[dict[str, torch.Tensor]] | None = None) -> ModelOutput:
+        """Normalized, padded images ``(B, 3, H, W)`` -> every stage's outputs. ``targets``
         (from :meth:`prepare_training_batch`) add the denoising queries in training mode."""
         features = self.backbone(batch)
         encoded = self.encoder(features)
-        outputs = self.predictor(encoded["multi_scale_features"], encoded["mask_features"],
-                                 all_layer_masks, targets)
-        outputs.update(backbone=features, encoder=encoded)
-        return outputs
+        outputs = self.predictor(encoded, all_layer_masks, targets)
+        return ModelOutput(**vars(outputs), backbone=features, encoder=encoded)
 
     def prepare_training_batch(self, images: Sequence[torch.Tensor], targets: Sequence[dict]
                                ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:

@@ -27,21 +27,22 @@ paper leaves the details open; in the official code's terms):
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from dimaskdino.modeling.bato import BalanceAwareTokens
+from dimaskdino.modeling.bato import BalanceAwareTokens, BATOOutput
 from dimaskdino.modeling.box_ops import BOX_RULES, inverse_sigmoid, mask_logits_to_boxes
-from dimaskdino.modeling.decoder import DeformableDecoder
-from dimaskdino.modeling.denoising import make_denoising_queries
-from dimaskdino.modeling.di import DeImbalance
+from dimaskdino.modeling.decoder import DecoderOutput, DeformableDecoder
+from dimaskdino.modeling.denoising import DenoisingQueries, make_denoising_queries
+from dimaskdino.modeling.di import DeImbalance, DIOutput
 from dimaskdino.modeling.heads import PredictionHeads
-from dimaskdino.modeling.levels import flatten_levels, level_positions
-from dimaskdino.modeling.position import sine_box_embedding
-from dimaskdino.modeling.selection import QuerySelection
+from dimaskdino.modeling.levels import reverse_levels
+from dimaskdino.modeling.outputs import StageOutput
+from dimaskdino.modeling.selection import QuerySelection, Selection
 
 GUIDANCE = ("qbal", "ts2", "ts1")
 # decoder box initialisation: from the selected tokens' masks by a BOX_RULES rule, or "no":
@@ -137,29 +138,59 @@ class PredictorConfig:
         )
 
 
-class MaskDINOPredictor(nn.Module):
-    """From encoder maps to class, box and mask predictions of every decoder layer.
+@dataclass
+class DenoisingOutput(StageOutput):
+    """The denoising queries of a training batch and their predictions at every layer (the
+    per-layer dicts of :class:`PredictorOutput`, on the denoising queries)."""
 
-    ``forward(multi_scale_features, mask_features)`` takes the encoder's maps (in its
-    level order) and ``mask_features (B, D, H/4, W/4)`` and returns a dict:
+    queries: DenoisingQueries
+    layers: list[dict[str, torch.Tensor | None]]
 
-    * ``memory``, ``spatial_shapes``, ``level_start_index``: the decoder's tokens, the
-      encoder's levels last to first (as the official decoder flattens them);
-    * ``selection``: :class:`QuerySelection`'s outputs (all tokens and the top-k, k = k1
-      with DI, else ``num_queries``);
+
+@dataclass
+class PredictorOutput(StageOutput):
+    """:class:`DIMaskDINOPredictor`'s outputs, in the order they are made.
+
+    * ``memory (B, S, C)``, ``spatial_shapes (L, 2)``, ``level_start_index (L,)``: the
+      encoder's tokens in the decoder's level order (the encoder's last to first, as the
+      official decoder flattens them);
+    * ``selection``: the query selection (k = k1 with DI, else ``num_queries``);
     * ``interm``: predictions of the selected tokens (``pred_logits (B, k, K)``,
       ``pred_boxes (B, k, 4)`` normalized cxcywh, ``pred_masks (B, k, H/4, W/4)``);
     * ``initial_boxes_unsigmoid (B, k, 4)``: their boxes by ``initialize_box_type``;
-    * ``di`` (DI on): :class:`DeImbalance`'s outputs; ``di_extra``: those of the further
-      selection stages (``extra_selected_queries``), in order;
-    * ``refpoints_unsigmoid (B, Q, 4)`` and ``tgt (B, Q, C)``: the decoder's input queries;
-    * ``bato`` (BATO on and >= 2 decoder layers): :class:`BalanceAwareTokens`' outputs;
-    * ``layers``: ``dec_layers + 1`` dicts of ``pred_logits``, ``pred_boxes``, ``pred_masks``,
-      layer 0 being the prediction from the decoder's input queries;
-    * ``hidden``, ``references``: the decoder's outputs (see :class:`DeformableDecoder`);
-    * ``denoising`` (training with ``targets``): the :class:`DenoisingQueries` and their
-      per-layer predictions; every other output covers the matching queries only.
+    * ``tgt (B, Q, C)`` and ``refpoints_unsigmoid (B, Q, 4)``: the decoder's input queries
+      (content and boxes);
+    * ``layers``: ``dec_layers + 1`` dicts of ``pred_logits``, ``pred_boxes``,
+      ``pred_masks``, layer 0 being the prediction from the decoder's input queries;
+    * ``hidden``, ``references``: the decoder's (see :class:`DecoderOutput`);
+    * ``di`` (DI on): DI's stage; ``di_extra``: the further selection stages
+      (``extra_selected_queries``), in order;
+    * ``bato`` (BATO on and >= 2 decoder layers): BATO's outputs;
+    * ``denoising`` (training with ``targets``): the denoising queries and their per-layer
+      predictions; every other output covers the matching queries only.
     """
+
+    memory: torch.Tensor
+    spatial_shapes: torch.Tensor
+    level_start_index: torch.Tensor
+    selection: Selection
+    interm: dict[str, torch.Tensor]
+    initial_boxes_unsigmoid: torch.Tensor
+    tgt: torch.Tensor
+    refpoints_unsigmoid: torch.Tensor
+    layers: list[dict[str, torch.Tensor | None]]
+    hidden: list[torch.Tensor]
+    references: list[torch.Tensor]
+    di: DIOutput | None = None
+    di_extra: list[DIOutput] = field(default_factory=list)
+    bato: BATOOutput | None = None
+    denoising: DenoisingOutput | None = None
+
+
+class DIMaskDINOPredictor(nn.Module):
+    """From encoder tokens to class, box and mask predictions of every decoder layer: the
+    official ``MaskDINODecoder`` / ``DIMaskDINODecoder``, with DI and BATO switched by the
+    config (both off: MaskDINO's)."""
 
     def __init__(self, config: PredictorConfig) -> None:
         super().__init__()
@@ -171,16 +202,14 @@ class MaskDINOPredictor(nn.Module):
                                          config.levels, config.dropout, config.heads,
                                          config.points)
         self.label_enc = nn.Embedding(config.num_classes, dim)  # denoising queries' labels
-        if config.first_selected_queries is not None:
-            self.di = DeImbalance(dim, config.dim_feedforward, config.ti_layers,
-                                  config.dropout, config.heads)
+        self.di = None if config.first_selected_queries is None else DeImbalance(
+            dim, config.dim_feedforward, config.ti_layers, config.dropout, config.heads)
         self.extra_di = nn.ModuleList(
             DeImbalance(dim, config.dim_feedforward, config.ti_layers, config.dropout,
                         config.heads) for _ in config.extra_selected_queries)
-        if config.num_guiding_tokens is not None:
-            self.bato = BalanceAwareTokens(dim, config.dim_feedforward,
-                                           config.num_guiding_tokens, config.dropout,
-                                           config.heads, config.guiding_token_generation)
+        self.bato = None if config.num_guiding_tokens is None else BalanceAwareTokens(
+            dim, config.dim_feedforward, config.num_guiding_tokens, config.dropout,
+            config.heads, config.guiding_token_generation)
         if config.random_position_tokens:
             # the position-token constraint: fixed random boxes (centres uniform in the
             # image, sides uniform in [0.05, 0.5]) replace the selected tokens' boxes;
@@ -192,6 +221,55 @@ class MaskDINOPredictor(nn.Module):
             self.register_buffer("random_refpoints_unsigmoid", inverse_sigmoid(boxes),
                                  persistent=False)
 
+    def forward(self, encoded: dict, all_layer_masks: bool = True,
+                targets: list[dict[str, torch.Tensor]] | None = None) -> PredictorOutput:
+        """The paper's Fig. 2 from the encoder's outputs (:class:`MaskDINOEncoder`'s dict).
+
+        ``all_layer_masks=False`` predicts masks only where the official evaluation does
+        (the selected tokens, for mask2box, and the last layer); the other layers'
+        ``pred_masks`` are then None. ``targets`` (per image ``labels`` and normalized cxcywh
+        ``boxes``) add denoising queries in training mode.
+        """
+        config, heads, last = self.config, self.heads, self.config.dec_layers
+        memory, shapes, starts = reverse_levels(encoded["memory"], encoded["spatial_shapes"])
+        mask_features = encoded["mask_features"]
+        # query selection (DI's first selection), its prediction and boxes
+        selection = self.selection(memory, shapes, config.first_selected_queries
+                                   or config.num_queries, heads)
+        interm = self.predict_layer(selection.content, mask_features,
+                                    selection.boxes_unsigmoid.sigmoid())
+        initial_boxes = self.initial_boxes(selection, interm)
+        # DI: token interaction and the further selections
+        tgt, refpoints, stages = self.de_imbalance(selection.content.detach(), initial_boxes)
+        if config.random_position_tokens:
+            refpoints = self.random_refpoints_unsigmoid.to(tgt).expand(tgt.shape[0], -1, -1)
+        dn = make_denoising_queries(targets, self.label_enc, config.num_queries, config.dn_num,
+                                    config.dn_noise_scale) \
+            if self.training and targets is not None and config.denoising else None
+        queries, boxes, attn_mask = prepend_denoising(dn, tgt, refpoints)
+        # layer-0 prediction, then decoder layer 0
+        layers = [self.predict_layer(queries, mask_features if all_layer_masks or last == 0
+                                     else None, boxes)]
+        run = self.decoder(queries, boxes, memory, shapes, starts, heads, attn_mask, slice(1))
+        # BATO: the encoder tokens guided by the best queries become T_bal
+        bato = None
+        if self.bato is not None and last > 1:
+            candidates, candidate_pos = self.guiding_candidates(
+                run, 0 if dn is None else dn.size, selection, initial_boxes, tgt, refpoints)
+            memory_pos = torch.cat(encoded["positions"][::-1], dim=1)
+            bato = self.bato(candidates, candidate_pos, memory, memory_pos, shapes, starts,
+                             mask_features, heads)
+        # decoder layers 1..L on T_bal
+        run = run.then(self.decoder(run.output, run.references[-1].detach(),
+                                    memory if bato is None else bato.memory, shapes, starts,
+                                    heads, attn_mask, slice(1, None)))
+        # the heads on every layer, then the denoising queries' predictions apart
+        layers += self.decoder_predictions(run, mask_features, bato, all_layer_masks)
+        out = PredictorOutput(memory, shapes, starts, selection, interm, initial_boxes, tgt,
+                              refpoints, layers, run.hidden, run.references,
+                              di=stages[0] if stages else None, di_extra=stages[1:], bato=bato)
+        return out if dn is None else split_denoising(out, dn)
+
     def predict_layer(self, hidden: torch.Tensor, mask_features: torch.Tensor | None,
                       boxes: torch.Tensor) -> dict[str, torch.Tensor]:
         """Heads on ``hidden (B, Q, C)`` (no masks without ``mask_features``); ``boxes`` are
@@ -199,105 +277,84 @@ class MaskDINOPredictor(nn.Module):
         logits, masks = self.heads(hidden, mask_features)
         return {"pred_logits": logits, "pred_boxes": boxes, "pred_masks": masks}
 
-    def _select_further(self, tokens: torch.Tensor, boxes_unsigmoid: torch.Tensor,
-                        out: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """DI's token interaction + selection, once per further stage: ``tokens (B, k1, C)``
-        and their boxes -> the kept ``(B, Q, C)`` and boxes ``(B, Q, 4)`` (inverse-sigmoid);
-        stores ``out["di"]`` (and ``out["di_extra"]``)."""
+    def initial_boxes(self, selection: Selection, interm: dict[str, torch.Tensor]
+                      ) -> torch.Tensor:
+        """The selected tokens' boxes ``(B, k, 4)`` (inverse-sigmoid) by
+        ``initialize_box_type``: from their masks, or (``no``) their encoder boxes."""
+        if self.config.initialize_box_type in BOX_RULES:
+            return mask_logits_to_boxes(interm["pred_masks"], self.config.initialize_box_type)
+        return selection.boxes_unsigmoid.detach()
+
+    def de_imbalance(self, tokens: torch.Tensor, boxes_unsigmoid: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, list[DIOutput]]:
+        """DI (paper §3.2): token interaction + selection, once per selection stage after
+        the first. ``tokens (B, k1, C)`` and their boxes ``(B, k1, 4)`` (inverse-sigmoid) ->
+        the decoder's queries ``(B, Q, C)``, their boxes ``(B, Q, 4)`` (inverse-sigmoid) and
+        every stage's outputs; without DI, the tokens and boxes as they are."""
+        if self.di is None:
+            return tokens, boxes_unsigmoid, []
+        stages = []
         keeps = (*self.config.extra_selected_queries, self.config.num_queries)
-        stages, results = [self.di, *self.extra_di], []
-        for stage, keep in zip(stages, keeps, strict=True):
-            results.append(stage(tokens, boxes_unsigmoid, keep, self.heads))
-            tokens = results[-1]["content"]
-            boxes_unsigmoid = inverse_sigmoid(results[-1]["selected_boxes"])
-        out["di"] = results[0]
-        if len(results) > 1:
-            out["di_extra"] = results[1:]
-        return tokens, boxes_unsigmoid
+        for stage, keep in zip([self.di, *self.extra_di], keeps, strict=True):
+            stages.append(stage(tokens, boxes_unsigmoid, keep, self.heads))
+            tokens, boxes_unsigmoid = stages[-1].content, inverse_sigmoid(
+                stages[-1].selected_boxes)
+        return tokens, boxes_unsigmoid, stages
 
-    def forward(self, multi_scale_features: list[torch.Tensor],
-                mask_features: torch.Tensor, all_layer_masks: bool = True,
-                targets: list[dict[str, torch.Tensor]] | None = None) -> dict:
-        """See the class docstring. ``all_layer_masks=False`` predicts masks only where the
-        official evaluation does (the selected tokens, for mask2box, and the last layer);
-        the other layers' ``pred_masks`` are then None. ``targets`` (per image ``labels``
-        and normalized cxcywh ``boxes``) add denoising queries in training mode."""
-        config = self.config
-        maps = multi_scale_features[::-1]
-        memory, spatial_shapes, level_start_index = flatten_levels(maps)
-        first_k = config.first_selected_queries or config.num_queries
-        selection = self.selection(memory, spatial_shapes, first_k, self.heads)
-        interm = self.predict_layer(selection["content"], mask_features,
-                                    selection["boxes_unsigmoid"].sigmoid())
-        if config.initialize_box_type in BOX_RULES:
-            boxes_unsigmoid = mask_logits_to_boxes(interm["pred_masks"],
-                                                   config.initialize_box_type)
-        else:
-            boxes_unsigmoid = selection["boxes_unsigmoid"].detach()
-        tgt = selection["content"].detach()
-        out = {"memory": memory, "spatial_shapes": spatial_shapes,
-               "level_start_index": level_start_index, "selection": selection,
-               "interm": interm, "initial_boxes_unsigmoid": boxes_unsigmoid}
-        refpoints_unsigmoid = boxes_unsigmoid
-        if config.first_selected_queries is not None:
-            tgt, refpoints_unsigmoid = self._select_further(tgt, boxes_unsigmoid, out)
-        if config.random_position_tokens:
-            refpoints_unsigmoid = self.random_refpoints_unsigmoid.to(tgt).expand(
-                tgt.shape[0], -1, -1)
-        dn = None
-        if self.training and targets is not None and config.denoising:
-            dn = make_denoising_queries(targets, self.label_enc, config.num_queries,
-                                        config.dn_num, config.dn_noise_scale)
-        queries, query_boxes, self_attn_mask, pad = tgt, refpoints_unsigmoid, None, 0
-        if dn is not None:
-            queries = torch.cat((dn.content, tgt), dim=1)
-            query_boxes = torch.cat((dn.boxes_unsigmoid, refpoints_unsigmoid), dim=1)
-            self_attn_mask, pad = dn.attn_mask, dn.size
-        last = config.dec_layers
-        layers = [self.predict_layer(queries, mask_features if all_layer_masks or last == 0
-                                     else None, query_boxes.sigmoid())]
+    def guiding_candidates(self, run: DecoderOutput, pad: int, selection: Selection,
+                           initial_boxes: torch.Tensor, tgt: torch.Tensor,
+                           refpoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BATO's guiding-token candidates ``(B, n, C)`` and their position embeddings: the
+        matching queries after decoder layer 0 (Q_bal; the ``pad`` denoising queries
+        first in ``run`` are left out) or, for Tab. 5's ablation, the first- (T_s1) or
+        second-selected (T_s2) tokens."""
+        if self.config.bato_guidance == "qbal":
+            query_pos = self.decoder.query_position(run.references[-1].detach())
+            return run.output[:, pad:], query_pos[:, pad:]
+        tokens, boxes = (selection.content, initial_boxes) \
+            if self.config.bato_guidance == "ts1" else (tgt, refpoints)
+        return tokens, self.decoder.query_position(boxes.sigmoid())
 
-        def guide(index: int, decoded: torch.Tensor, query_pos: torch.Tensor):
-            if index != 1:
-                return None
-            memory_pos = torch.cat(level_positions(maps), dim=1)
-            # guiding tokens come from the matching queries only (Q_bal, after layer 0), or
-            # for Tab. 5's ablation from the first- or second-selected tokens
-            candidates, candidate_pos = decoded[:, pad:], query_pos[:, pad:]
-            if config.bato_guidance != "qbal":
-                source = (selection["content"], boxes_unsigmoid) \
-                    if config.bato_guidance == "ts1" else (tgt, refpoints_unsigmoid)
-                candidates = source[0]
-                candidate_pos = self.decoder.ref_point_head(
-                    sine_box_embedding(source[1].sigmoid(), candidates.shape[-1]))
-            out["bato"] = self.bato(candidates, candidate_pos, memory, memory_pos,
-                                    spatial_shapes, level_start_index, mask_features,
-                                    self.heads)
-            return out["bato"]["memory"]
+    def decoder_predictions(self, run: DecoderOutput, mask_features: torch.Tensor,
+                            bato: BATOOutput | None, all_layer_masks: bool
+                            ) -> list[dict[str, torch.Tensor | None]]:
+        """The heads on every decoder layer's output.
 
-        hidden, references = self.decoder(
-            queries, query_boxes, memory, spatial_shapes, level_start_index, self.heads,
-            self_attn_mask=self_attn_mask,
-            before_layer=guide if config.num_guiding_tokens is not None else None)
-        for index, (hid, reference) in enumerate(zip(hidden, references[:-1])):
-            # as in the official code, the heads see decoder_norm twice (the decoder's output
-            # is already normalized) and the reported box refines the layer's input box
-            # with the normalized output; BATO's refreshed mask features serve the layers
-            # after the guided one
-            features = out["bato"]["mask_features"] if "bato" in out and index > 0 \
-                else mask_features
-            if not all_layer_masks and index + 1 < last:
+        As in the official code, the heads see ``decoder_norm`` twice (the decoder's output
+        is already normalized) and the reported box refines the layer's input box with the
+        normalized output; BATO's refreshed mask features serve the layers after the guided
+        one (layer 0).
+        """
+        predictions = []
+        for index, (hidden, reference) in enumerate(zip(run.hidden, run.references[:-1])):
+            features = bato.mask_features if bato is not None and index > 0 else mask_features
+            if not all_layer_masks and index + 1 < len(run.hidden):
                 features = None
-            boxes = (self.heads.bbox_embed(hid) + inverse_sigmoid(reference)).sigmoid()
-            layers.append(self.predict_layer(hid, features, boxes))
-        if dn is not None:
-            out["denoising"] = {"queries": dn, "layers": [
-                {k: None if v is None else v[:, :pad] for k, v in layer.items()}
-                for layer in layers]}
-            layers = [{k: None if v is None else v[:, pad:] for k, v in layer.items()}
-                      for layer in layers]
-            hidden = [h[:, pad:] for h in hidden]
-            references = [r[:, pad:] for r in references]
-        out.update(refpoints_unsigmoid=refpoints_unsigmoid, tgt=tgt, layers=layers,
-                   hidden=hidden, references=references)
-        return out
+            boxes = (self.heads.bbox_embed(hidden) + inverse_sigmoid(reference)).sigmoid()
+            predictions.append(self.predict_layer(hidden, features, boxes))
+        return predictions
+
+
+def prepend_denoising(dn: DenoisingQueries | None, tgt: torch.Tensor,
+                      refpoints_unsigmoid: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """The decoder's queries ``(B, P + Q, C)``, their boxes ``(B, P + Q, 4)`` (sigmoid space)
+    and self-attention mask: the ``P`` denoising queries (if any) before the matching ones."""
+    if dn is None:
+        return tgt, refpoints_unsigmoid.sigmoid(), None
+    return (torch.cat((dn.content, tgt), dim=1),
+            torch.cat((dn.boxes_unsigmoid, refpoints_unsigmoid), dim=1).sigmoid(), dn.attn_mask)
+
+
+def split_denoising(out: PredictorOutput, dn: DenoisingQueries) -> PredictorOutput:
+    """``out`` with the denoising queries' predictions moved to ``out.denoising``."""
+    def part(layer: dict, queries: slice) -> dict:
+        return {k: None if v is None else v[:, queries] for k, v in layer.items()}
+
+    pad = slice(dn.size)
+    matching = slice(dn.size, None)
+    return dataclasses.replace(
+        out, layers=[part(layer, matching) for layer in out.layers],
+        hidden=[h[:, matching] for h in out.hidden],
+        references=[r[:, matching] for r in out.references],
+        denoising=DenoisingOutput(dn, [part(layer, pad) for layer in out.layers]))

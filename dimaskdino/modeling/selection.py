@@ -1,12 +1,37 @@
-"""Two-stage query selection: score every encoder token, keep the top-k as queries."""
+"""Two-stage query selection: score every encoder token, keep the top-k as queries.
+
+:func:`select_top_k` is the paper's selection operation ("best class logit -> top-k ->
+gather"), shared by this first selection, DI's further selections and BATO's choice of
+guiding tokens.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dimaskdino.modeling.heads import PredictionHeads
 from dimaskdino.modeling.levels import pixel_centres
+from dimaskdino.modeling.outputs import StageOutput
+
+
+def select_top_k(class_logits: torch.Tensor, k: int, *tensors: torch.Tensor
+                 ) -> tuple[torch.Tensor, ...]:
+    """Rank tokens by their best class logit and keep the ``k`` best.
+
+    Args:
+        class_logits: ``(B, N, K)``.
+        tensors: ``(B, N, D)`` each, any ``D``: per-token values to gather.
+
+    Returns:
+        ``indices (B, k)`` (descending score), then each of ``tensors`` at them,
+        ``(B, k, D)``.
+    """
+    indices = class_logits.max(-1).values.topk(k, dim=1).indices
+    gather = indices[..., None]
+    return indices, *(t.gather(1, gather.expand(-1, -1, t.shape[-1])) for t in tensors)
 
 
 def encoder_proposals(memory: torch.Tensor, spatial_shapes: torch.Tensor
@@ -35,6 +60,25 @@ def encoder_proposals(memory: torch.Tensor, spatial_shapes: torch.Tensor
     return memory.masked_fill(~valid, 0.0), proposals
 
 
+@dataclass
+class Selection(StageOutput):
+    """:class:`QuerySelection`'s outputs.
+
+    For every token: ``output_memory (B, S, C)``, ``proposals (B, S, 4)`` (inverse-sigmoid,
+    ``inf`` where invalid), ``class_logits (B, S, K)``, ``box_deltas (B, S, 4)``; for the
+    selected ones: ``indices (B, k)`` (descending score), ``content (B, k, C)`` and
+    ``boxes_unsigmoid (B, k, 4)`` (proposal + delta).
+    """
+
+    output_memory: torch.Tensor
+    proposals: torch.Tensor
+    class_logits: torch.Tensor
+    box_deltas: torch.Tensor
+    indices: torch.Tensor
+    content: torch.Tensor
+    boxes_unsigmoid: torch.Tensor
+
+
 class QuerySelection(nn.Module):
     """Encoder output head + top-k selection by the best class logit (official names)."""
 
@@ -44,26 +88,13 @@ class QuerySelection(nn.Module):
         self.enc_output_norm = nn.LayerNorm(hidden_dim)
 
     def forward(self, memory: torch.Tensor, spatial_shapes: torch.Tensor, k: int,
-                heads: PredictionHeads) -> dict[str, torch.Tensor]:
-        """Score all tokens of ``memory (B, S, C)`` and select ``k``.
-
-        Returns a dict: ``output_memory (B, S, C)``, ``proposals (B, S, 4)``,
-        ``class_logits (B, S, K)``, ``box_deltas (B, S, 4)`` for every token; ``indices
-        (B, k)`` (descending score), ``content (B, k, C)`` and ``boxes_unsigmoid (B, k, 4)``
-        of the selected ones.
-        """
+                heads: PredictionHeads) -> Selection:
+        """Score all tokens of ``memory (B, S, C)`` (decoder level order) and select ``k``."""
         output_memory, proposals = encoder_proposals(memory, spatial_shapes)
         output_memory = self.enc_output_norm(self.enc_output(output_memory))
         class_logits = heads.class_embed(output_memory)
         box_deltas = heads.bbox_embed(output_memory)
-        indices = class_logits.max(-1).values.topk(k, dim=1).indices
-        gather = indices[..., None]
-        return {
-            "output_memory": output_memory,
-            "proposals": proposals,
-            "class_logits": class_logits,
-            "box_deltas": box_deltas,
-            "indices": indices,
-            "content": output_memory.gather(1, gather.expand(-1, -1, output_memory.shape[-1])),
-            "boxes_unsigmoid": (box_deltas + proposals).gather(1, gather.expand(-1, -1, 4)),
-        }
+        indices, content, boxes_unsigmoid = select_top_k(class_logits, k, output_memory,
+                                                         box_deltas + proposals)
+        return Selection(output_memory, proposals, class_logits, box_deltas, indices, content,
+                         boxes_unsigmoid)

@@ -17,6 +17,7 @@ from markupsafe import Markup
 from pandas.io.formats.style import Styler
 
 from dimaskdino import __version__
+from dimaskdino.experiments.registry import STUDIES
 from dimaskdino.fileio import atomic_write, atomic_write_text
 from dimaskdino.reports import figures
 from dimaskdino.reports.claims import RULE, claims_table
@@ -31,7 +32,6 @@ from dimaskdino.reports.tables import (
     numeric_table,
     styled,
 )
-from dimaskdino.studies.registry import STUDIES
 
 PACKAGES = ("torch", "mlflow", "pandas", "matplotlib", "seaborn")
 

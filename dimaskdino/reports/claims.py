@@ -7,7 +7,7 @@ seed trains both cells). Its interval is the 95% Student-t interval of the mean 
 (:func:`~dimaskdino.reports.stats.t_interval`). The verdict rule, :data:`RULE`: *agrees*
 when the whole interval is above 0, *disagrees* when it is below 0, *inconclusive* when it
 contains 0. With one seed there is no interval: the runs keep no detections (only the
-probe's tables, see :mod:`dimaskdino.studies.tracking`), so no bootstrap over images can
+probe's tables, see :mod:`dimaskdino.experiments.tracking`), so no bootstrap over images can
 stand in for it, and the verdict says *inconclusive (one seed)*; ``dimask compare`` of two
 probes gives that bootstrap interval for one pair of checkpoints.
 """

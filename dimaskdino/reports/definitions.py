@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from dimaskdino.studies import registry
-from dimaskdino.studies.registry import Study
+from dimaskdino.experiments import registry
+from dimaskdino.experiments.registry import Study
 
 DATASET_NAMES = {"bdd100k": "BDD100K", "coco": "COCO"}
 _BULLET = re.compile(r"^\* \*(?P<term>[^*]+)\* \((?P<table>[^)]*)\): (?P<text>.*?)(?=^\* |^\n|\Z)",

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from dimaskdino.studies.registry import STUDIES, Study, get_study
-from dimaskdino.studies.scales import SCALES
+from dimaskdino.experiments.registry import STUDIES, Study, get_study
+from dimaskdino.experiments.scales import SCALES
 
 CELL_FILTER = "tags.role = 'cell' and attributes.status = 'FINISHED'"
 RUN_COLUMNS = {"run_id": "run_id", "tags.cell": "cell", "tags.seed": "seed",
@@ -80,7 +80,7 @@ def _tracking(tracking_uri: str) -> Iterator[None]:
 
 def _histories(client, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-layer AP and loss curves of ``runs`` (see :class:`Section`)."""
-    from dimaskdino.studies.tracking import layer_ap
+    from dimaskdino.experiments.tracking import layer_ap
 
     layers, losses = [], []
     for run in runs.itertuples():
@@ -148,7 +148,7 @@ def load_sections(tracking_uri: str, studies: list[str] | None) -> list[Section]
     no finished run at all, or none of a requested study."""
     from mlflow.tracking import MlflowClient
 
-    from dimaskdino.studies.tracking import store_exists
+    from dimaskdino.experiments.tracking import store_exists
 
     wanted = [get_study(name) for name in studies] if studies else list(STUDIES.values())
     if not store_exists(tracking_uri):

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from dimaskdino.cli import app
 from dimaskdino.cli import demo as demo_cli
-from dimaskdino.studies.tracking import default_tracking_uri
+from dimaskdino.experiments.tracking import default_tracking_uri
 
 runner = CliRunner()
 

@@ -13,7 +13,8 @@ from dimaskdino.data.loader import (
     training_loader,
 )
 from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
-from dimaskdino.data.transforms import LargeScaleJitter, masks_to_boxes
+from dimaskdino.data.transforms import LargeScaleJitter
+from dimaskdino.mask_boxes import masks_to_boxes_exclusive
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def test_samples_are_functions_of_their_position(dataset):
     assert torch.equal(image, image2) and torch.equal(target["masks"], target2["masks"])
     assert image.shape == (3, 32, 32)
     assert target["masks"].flatten(1).any(1).all()          # emptied instances dropped
-    assert torch.equal(target["boxes"], masks_to_boxes(target["masks"]))
+    assert torch.equal(target["boxes"], masks_to_boxes_exclusive(target["masks"]))
     assert len(target["labels"]) == len(target["masks"])
     assert target["seed"] != stream[7][1]["seed"]
 

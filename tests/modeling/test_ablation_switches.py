@@ -13,7 +13,8 @@ from dimaskdino.modeling.criterion import SetCriterion
 from dimaskdino.modeling.levels import level_positions
 from dimaskdino.modeling.matcher import HungarianMatcher
 from dimaskdino.modeling.position import sine_box_embedding
-from dimaskdino.modeling.predictor import MaskDINOPredictor, PredictorConfig
+from dimaskdino.modeling.predictor import DIMaskDINOPredictor, PredictorConfig
+from tests.modeling.encoded import encoded
 
 BASE = PredictorConfig(num_classes=4, hidden_dim=32, num_queries=6, dim_feedforward=64,
                        dec_layers=2, mask_dim=32, first_selected_queries=12, ti_layers=1,
@@ -37,15 +38,15 @@ def targets():
     return out
 
 
-def build(**changes) -> MaskDINOPredictor:
+def build(**changes) -> DIMaskDINOPredictor:
     torch.manual_seed(0)
-    return MaskDINOPredictor(dataclasses.replace(BASE, **changes)).eval()
+    return DIMaskDINOPredictor(dataclasses.replace(BASE, **changes)).eval()
 
 
 def test_triple_selection_adds_a_supervised_interaction_and_selection_stage():
     predictor = build(first_selected_queries=12, extra_selected_queries=(9,)).train()
     maps, mask_features = inputs()
-    outputs = predictor(maps, mask_features, targets=targets())
+    outputs = predictor(encoded(maps, mask_features), targets=targets())
     assert outputs["di"]["indices"].shape == (2, 9)          # 12 -> 9
     (extra,) = outputs["di_extra"]
     assert extra["indices"].shape == (2, 6) and int(extra["indices"].max()) < 9   # 9 -> 6
@@ -74,7 +75,7 @@ def test_bato_guidance_source(guidance, candidates):
     predictor.bato.forward = lambda queries, pos, *rest: calls.append((queries, pos)) or \
         original(queries, pos, *rest)
     with torch.no_grad():
-        outputs = predictor(maps, mask_features)
+        outputs = predictor(encoded(maps, mask_features))
     ((queries, pos),) = calls
     assert queries.shape == (2, candidates, 32)
     if guidance == "ts1":
@@ -93,8 +94,8 @@ def test_guidance_changes_the_guided_memory():
     memories = {}
     for guidance in ("qbal", "ts2", "ts1"):
         with torch.no_grad():
-            memories[guidance] = build(bato_guidance=guidance)(maps, mask_features)["bato"][
-                "memory"]
+            memories[guidance] = build(bato_guidance=guidance)(
+                encoded(maps, mask_features)).bato.memory
     assert not torch.allclose(memories["qbal"], memories["ts2"])
     assert not torch.allclose(memories["ts2"], memories["ts1"])
 
@@ -104,7 +105,7 @@ def test_without_guiding_token_generation_the_queries_guide_directly():
     assert set(predictor.state_dict()) == set(build().state_dict())
     maps, mask_features = inputs()
     with torch.no_grad():
-        outputs = predictor(maps, mask_features)
+        outputs = predictor(encoded(maps, mask_features))
         bato = predictor.bato
         # BATO on some queries: its update must see the chosen queries as they are, with
         # no position, instead of their mask embedding and box position
@@ -124,16 +125,16 @@ def test_position_token_constraint_replaces_the_initial_boxes_with_fixed_random_
     assert set(predictor.state_dict()) == set(build().state_dict())  # nothing saved
     maps, mask_features = inputs()
     with torch.no_grad():
-        first = predictor(maps, mask_features)
-        other = predictor([m.flip(-1) + 1 for m in maps], mask_features)
+        first = predictor(encoded(maps, mask_features))
+        other = predictor(encoded([m.flip(-1) + 1 for m in maps], mask_features))
     boxes = first["layers"][0]["pred_boxes"]
     assert torch.equal(boxes[0], boxes[1])                    # the same for every image
     assert torch.equal(boxes, other["layers"][0]["pred_boxes"])   # whatever the input
     assert torch.equal(boxes, build(random_position_tokens=True)(
-        maps, mask_features)["layers"][0]["pred_boxes"].detach())   # and every build
+        encoded(maps, mask_features))["layers"][0]["pred_boxes"].detach())   # and every build
     # the content part of the queries is still DI's selection
     assert torch.equal(first["tgt"], first["di"]["content"])
-    assert not torch.allclose(boxes, build()(maps, mask_features)["layers"][0]["pred_boxes"])
+    assert not torch.allclose(boxes, build()(encoded(maps, mask_features)).layers[0]["pred_boxes"])
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

@@ -6,44 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from dimaskdino.modeling.box_ops import (
-    bitmask_boxes,
     box_cxcywh_to_xyxy,
     box_xyxy_to_cxcywh,
     inverse_sigmoid,
     mask_logits_to_boxes,
-    masks_to_boxes,
 )
 from dimaskdino.modeling.postprocess import resize_masks
-
-
-def test_masks_to_boxes_matches_pixel_definition():
-    g = torch.Generator().manual_seed(0)
-    masks = torch.rand(20, 13, 17, generator=g) > 0.97
-    masks[3] = False  # an empty mask
-    got = masks_to_boxes(masks)
-    for mask, box in zip(masks, got, strict=True):
-        ys, xs = mask.nonzero(as_tuple=True)
-        if len(xs) == 0:
-            want = torch.tensor([1e8, 1e8, 0.0, 0.0])
-        else:
-            want = torch.tensor([xs.min(), ys.min(), xs.max(), ys.max()], dtype=torch.float32)
-        assert torch.equal(box, want)
-    assert got.dtype == torch.float32
-
-
-def test_bitmask_boxes_have_exclusive_far_edges_and_zero_for_empty_masks():
-    g = torch.Generator().manual_seed(1)
-    masks = torch.rand(20, 13, 17, generator=g) > 0.97
-    masks[5] = False
-    got = bitmask_boxes(masks)
-    for mask, box in zip(masks, got, strict=True):
-        ys, xs = mask.nonzero(as_tuple=True)
-        if len(xs) == 0:
-            want = torch.zeros(4)
-        else:
-            want = torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1],
-                                dtype=torch.float32)
-        assert torch.equal(box, want)
 
 
 def test_a_full_mask_gives_the_whole_image_under_bitmask():

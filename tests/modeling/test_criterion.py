@@ -6,7 +6,8 @@ import torch
 
 from dimaskdino.modeling.criterion import LossWeights, SetCriterion
 from dimaskdino.modeling.matcher import HungarianMatcher
-from dimaskdino.modeling.predictor import MaskDINOPredictor, PredictorConfig
+from dimaskdino.modeling.predictor import DIMaskDINOPredictor, PredictorConfig
+from tests.modeling.encoded import encoded
 
 
 def setup():
@@ -14,7 +15,7 @@ def setup():
     config = PredictorConfig(num_classes=4, hidden_dim=32, num_queries=6, dim_feedforward=64,
                              dec_layers=2, mask_dim=32, first_selected_queries=10,
                              ti_layers=2, num_guiding_tokens=3, dn_num=8)
-    predictor = MaskDINOPredictor(config).train()
+    predictor = DIMaskDINOPredictor(config).train()
     maps = [torch.randn(2, 32, s, s) for s in (8, 4, 2, 1)]
     mask_features = torch.randn(2, 32, 16, 16)
     targets = []
@@ -29,7 +30,7 @@ def setup():
 
 def test_every_stage_is_supervised_and_gradients_flow():
     predictor, maps, mask_features, targets = setup()
-    outputs = predictor(maps, mask_features, targets=targets)
+    outputs = predictor(encoded(maps, mask_features), targets=targets)
     criterion = SetCriterion(4, HungarianMatcher(num_points=64), num_points=64)
     losses = criterion(outputs, targets)
     stages = {key.split("_", 1)[1] for key in losses if key != "loss"}
@@ -51,7 +52,7 @@ def test_loss_weight_constraint_scales_only_detection_terms():
     predictor, maps, mask_features, targets = setup()
     predictor.eval()
     with torch.no_grad():
-        outputs = predictor(maps, mask_features)
+        outputs = predictor(encoded(maps, mask_features))
     results = []
     for scale in (1.0, 0.1):
         torch.manual_seed(5)  # same random points for matching and mask losses
@@ -80,7 +81,8 @@ def test_per_image_generators_make_the_loss_additive_over_images():
     def run(images: list[int]) -> torch.Tensor:
         seeded = [{**targets[i], "generator": torch.Generator().manual_seed(10 + i)}
                   for i in images]
-        outputs = predictor([m[images] for m in maps], mask_features[images], targets=seeded)
+        outputs = predictor(encoded([m[images] for m in maps], mask_features[images]),
+                            targets=seeded)
         return criterion(outputs, seeded, num_objects=4.0)["loss"]
 
     together = run([0, 1])

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from dimaskdino.modeling.denoising import attention_mask, make_denoising_queries
-from dimaskdino.modeling.predictor import MaskDINOPredictor, PredictorConfig
+from dimaskdino.modeling.predictor import DIMaskDINOPredictor, PredictorConfig
+from tests.modeling.encoded import encoded
 
 
 def test_attention_mask_blocks():
@@ -60,12 +61,12 @@ def test_denoising_queries_do_not_change_matching_predictions():
     config = PredictorConfig(num_classes=5, hidden_dim=32, num_queries=6, dim_feedforward=64,
                              dec_layers=3, mask_dim=32, first_selected_queries=10,
                              ti_layers=1, num_guiding_tokens=3)
-    predictor = MaskDINOPredictor(config).double().train()
+    predictor = DIMaskDINOPredictor(config).double().train()
     maps = [torch.randn(2, 32, s, s, dtype=torch.float64) for s in (8, 4, 2, 1)]
     mask_features = torch.randn(2, 32, 16, 16, dtype=torch.float64)
     g = torch.Generator().manual_seed(3)
-    plain = predictor(maps, mask_features)
-    with_dn = predictor(maps, mask_features, targets=targets([2, 4], g))
+    plain = predictor(encoded(maps, mask_features))
+    with_dn = predictor(encoded(maps, mask_features), targets=targets([2, 4], g))
     assert "denoising" in with_dn and "denoising" not in plain
     dn_layers = with_dn["denoising"]["layers"]
     assert len(dn_layers) == 4 and dn_layers[-1]["pred_logits"].shape == (2, 100, 5)

@@ -7,7 +7,8 @@ import torch
 import yaml
 
 from dimaskdino.checkpoint import convert_official_state_dict
-from dimaskdino.modeling.predictor import MaskDINOPredictor, PredictorConfig
+from dimaskdino.modeling.predictor import DIMaskDINOPredictor, PredictorConfig
+from tests.modeling.encoded import encoded
 
 TOLERANCE = 1e-9
 
@@ -19,15 +20,15 @@ def close(got, want, what):
 def run_official_predictor(folder):
     config = yaml.safe_load((folder / "config.yaml").read_text())
     # float64 before loading: the weights must not round to float32
-    predictor = MaskDINOPredictor(PredictorConfig.from_official(config["MODEL"])).double()
+    predictor = DIMaskDINOPredictor(PredictorConfig.from_official(config["MODEL"])).double()
     state = convert_official_state_dict(torch.load(folder / "state_dict.pt", weights_only=True))
     predictor.load_state_dict({k.removeprefix("predictor."): v for k, v in state.items()
                                if k.startswith("predictor.")}, strict=True)
     predictor = predictor.eval()
     want = torch.load(folder / "outputs.pt", weights_only=True)
     with torch.no_grad():
-        got = predictor(want["encoder"]["multi_scale_features"],
-                        want["encoder"]["mask_features"])
+        got = predictor(encoded(want["encoder"]["multi_scale_features"],
+                                want["encoder"]["mask_features"]))
     return got, want
 
 

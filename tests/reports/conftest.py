@@ -8,10 +8,10 @@ import dataclasses
 
 import pytest
 
-from dimaskdino.studies.driver import inspect_study, run_study
-from dimaskdino.studies.plan import plan_study
-from dimaskdino.studies.registry import get_study
-from dimaskdino.studies.tracking import default_tracking_uri
+from dimaskdino.experiments.driver import inspect_study, run_study
+from dimaskdino.experiments.plan import plan_study
+from dimaskdino.experiments.registry import get_study
+from dimaskdino.experiments.tracking import default_tracking_uri
 from tests.conftest import MICRO
 
 CELLS = ("baseline", "di+bato")

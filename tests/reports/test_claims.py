@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from dimaskdino.experiments.registry import get_study
 from dimaskdino.reports.claims import CLAIMS, claims_table, verdict
 from dimaskdino.reports.runs import Section
-from dimaskdino.studies.registry import get_study
 
 
 def _section(study: str, final: dict[str, list[tuple[float, float]]],

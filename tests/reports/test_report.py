@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
+from dimaskdino.experiments.registry import STUDIES, get_study
 from dimaskdino.reports.definitions import switches
-from dimaskdino.studies.registry import STUDIES, get_study
 from tests.reports.conftest import CELLS, SEEDS
 
 pytestmark = pytest.mark.slow

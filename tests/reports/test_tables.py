@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from dimaskdino.experiments.registry import get_study
 from dimaskdino.reports.definitions import reference
 from dimaskdino.reports.runs import Section
 from dimaskdino.reports.tables import display_table, full_layout, numeric_table
-from dimaskdino.studies.registry import get_study
 
 TOLERANCE = get_study("imbalance-tolerance")
 PAPER_CHANGES = {  # Tab. 3: (MaskDINO box, mask, DI-MaskDINO box, mask)

@@ -13,10 +13,10 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dimaskdino.studies.lock import LOCK_NAME, LockedError, exclusive
-from dimaskdino.studies.tracking import sqlite_uri
+from dimaskdino.experiments.lock import LOCK_NAME, LockedError, exclusive
+from dimaskdino.experiments.tracking import sqlite_uri
 from tests.engine.test_trainer import dimask
-from tests.studies.test_run import _cli_args
+from tests.experiments.test_run import _cli_args
 
 
 def test_a_second_holder_is_refused_naming_the_first(tmp_path):

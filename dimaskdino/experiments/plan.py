@@ -17,8 +17,8 @@ import yaml
 
 from dimaskdino.config import ConfigError, ExperimentConfig, apply_overrides, config_to_dict, preset
 from dimaskdino.config_check import check_runnable
-from dimaskdino.studies.registry import Study
-from dimaskdino.studies.scales import scale_base, scale_selection, tiny_factor
+from dimaskdino.experiments.registry import Study
+from dimaskdino.experiments.scales import scale_base, scale_selection, tiny_factor
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ A cell is one training run followed by a layer probe: a name, a model (``dimaskd
 overrides name only what the cell changes from the paper's defaults (DI-MaskDINO: k1 = 600,
 k2 = ``num_queries`` = 300, 50 guiding tokens, 6 decoder layers; MaskDINO: DI and BATO
 off), except that the numbers of selected tokens of the selection studies are always
-spelled out, so that :mod:`dimaskdino.studies.scales` can scale them to the tiny model.
+spelled out, so that :mod:`dimaskdino.experiments.scales` can scale them to the tiny model.
 
 Switch definitions (the paper leaves details open):
 

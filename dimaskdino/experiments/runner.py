@@ -14,7 +14,7 @@ from pathlib import Path
 import submitit
 
 from dimaskdino.engine.interrupt import Interrupted, preemption_signal
-from dimaskdino.studies.plan import CellJob
+from dimaskdino.experiments.plan import CellJob
 
 
 def _join_submitit_tasks() -> None:
@@ -67,7 +67,7 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
     from dimaskdino.config import config_to_dict
     from dimaskdino.engine import distributed
     from dimaskdino.engine.trainer import Trainer
-    from dimaskdino.studies.tracking import CellRecorder
+    from dimaskdino.experiments.tracking import CellRecorder
 
     _join_submitit_tasks()
     config, out_dir = job.config(), Path(job.output_dir)

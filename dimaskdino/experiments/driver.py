@@ -11,7 +11,7 @@ Executors: ``local`` runs the cells one after the other in this process;
 ``slurm`` submits one Slurm job array through submitit and waits for it;
 ``submitit-local`` runs that same job array as local processes (no Slurm needed). A
 preempted or timed-out cell is requeued and resumes from a checkpoint at the iteration it
-was stopped at (:class:`~dimaskdino.studies.runner.CellTask`).
+was stopped at (:class:`~dimaskdino.experiments.runner.CellTask`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from dimaskdino.config import ConfigError, config_to_dict
-from dimaskdino.studies.plan import CellJob, config_hash
+from dimaskdino.experiments.plan import CellJob, config_hash
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 
@@ -82,7 +82,7 @@ def inspect_study(jobs: list[CellJob], tracking_uri: str) -> list[CellState]:
     """The state of every job (nothing is written; a missing SQLite store is empty)."""
     from mlflow.tracking import MlflowClient
 
-    from dimaskdino.studies.tracking import cell_runs, store_exists
+    from dimaskdino.experiments.tracking import cell_runs, store_exists
 
     runs: dict = {}
     if jobs and store_exists(tracking_uri):
@@ -108,7 +108,7 @@ def inspect_study(jobs: list[CellJob], tracking_uri: str) -> list[CellState]:
 def _run_local(pending: list[tuple[int, CellJob, str]], total: int, tracking_uri: str,
                progress: bool, echo: Callable[[str], None]) -> dict[str, str]:
     """Run ``pending`` (index, job, run id) here, in order; returns errors by run id."""
-    from dimaskdino.studies.runner import run_cell_job
+    from dimaskdino.experiments.runner import run_cell_job
 
     errors = {}
     for index, job, run_id in pending:
@@ -127,7 +127,7 @@ def _run_submitit(pending: list[tuple[int, CellJob, str]], total: int, tracking_
     """Submit ``pending`` as one job array and wait; returns errors by run id."""
     import submitit
 
-    from dimaskdino.studies.runner import CellTask
+    from dimaskdino.experiments.runner import CellTask
 
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
     parameters: dict = {"name": f"dimask-{pending[0][1].study}",
@@ -171,12 +171,12 @@ def run_study(states: list[CellState], tracking_uri: str, out: Path, executor: s
               resources: SlurmResources | None = None) -> list[Outcome]:
     """Run the unfinished cells of ``states`` under a new parent run (``params`` on it)
     with ``executor`` (checked by :func:`check_executor`); returns one :class:`Outcome`
-    per state, in order. Hold the lock on ``out`` (:func:`~dimaskdino.studies.lock.exclusive`):
+    per state, in order. Hold the lock on ``out`` (:func:`~dimaskdino.experiments.lock.exclusive`):
     parent runs an earlier invocation on ``out`` left RUNNING are marked KILLED first. An
     interruption (Ctrl-C, SIGTERM) marks this invocation's parent run KILLED."""
     from mlflow.tracking import MlflowClient
 
-    from dimaskdino.studies.tracking import (
+    from dimaskdino.experiments.tracking import (
         close_stale_runs,
         create_cell_run,
         end_invocation,

@@ -31,7 +31,7 @@ import yaml
 
 from dimaskdino.config import ConfigError, apply_overrides, check_starting_weights, preset
 from dimaskdino.data.specs import num_categories, resolve_dataset
-from dimaskdino.studies.registry import Study
+from dimaskdino.experiments.registry import Study
 
 SCALES = ("tiny", "small", "paper")
 BACKBONES = ("r50", "swinl")

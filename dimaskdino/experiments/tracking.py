@@ -121,7 +121,7 @@ def start_parent(client: MlflowClient, experiment: str, study: str, scale: str,
 def close_stale_runs(client: MlflowClient, experiment: str, out: Path) -> list[str]:
     """Mark KILLED the parent runs of invocations on ``out`` still RUNNING, and their
     unfinished child runs: their invocation died without ending them (SIGKILL, a lost
-    node). Call it holding the study lock (:mod:`dimaskdino.studies.lock`), so that none
+    node). Call it holding the study lock (:mod:`dimaskdino.experiments.lock`), so that none
     of them is alive. Returns the parent run ids."""
     where = str(out.resolve())
     stale = [run for run in client.search_runs(
@@ -143,7 +143,7 @@ def end_invocation(client: MlflowClient, experiment: str, parent: str, status: s
 
 def create_cell_run(client: MlflowClient, experiment: str, parent: str, job,
                     fingerprint: str) -> str:
-    """A child run of ``parent`` for ``job`` (a :class:`~dimaskdino.studies.plan.CellJob`),
+    """A child run of ``parent`` for ``job`` (a :class:`~dimaskdino.experiments.plan.CellJob`),
     status SCHEDULED; returns its id."""
     tags = {"role": "cell", "mlflow.parentRunId": parent, "config_hash": fingerprint,
             **{name: str(getattr(job, name)) for name in CELL_TAGS}}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from dimaskdino.config import ConfigError, apply_overrides, preset
+from dimaskdino.experiments.plan import plan_study
+from dimaskdino.experiments.registry import STUDIES, get_study
+from dimaskdino.experiments.scales import scale_base, scale_selection
 from dimaskdino.modeling.backbone import SwinConfig
-from dimaskdino.studies.plan import plan_study
-from dimaskdino.studies.registry import STUDIES, get_study
-from dimaskdino.studies.scales import scale_base, scale_selection
 
 P = "model.predictor."
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from dimaskdino.cli import app
 from dimaskdino.cli import studies as studies_cli
-from tests.studies.test_registry import PAPER
+from tests.experiments.test_registry import PAPER
 
 runner = CliRunner()
 

@@ -16,10 +16,10 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from dimaskdino.cli import app
-from dimaskdino.studies.driver import inspect_study, run_study
-from dimaskdino.studies.plan import plan_study
-from dimaskdino.studies.registry import Study, get_study
-from dimaskdino.studies.tracking import CellRecorder, default_tracking_uri
+from dimaskdino.experiments.driver import inspect_study, run_study
+from dimaskdino.experiments.plan import plan_study
+from dimaskdino.experiments.registry import Study, get_study
+from dimaskdino.experiments.tracking import CellRecorder, default_tracking_uri
 from tests.conftest import MICRO
 
 runner = CliRunner()
