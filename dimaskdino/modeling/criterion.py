@@ -61,12 +61,13 @@ class Matched:
 
     @classmethod
     def from_indices(cls, indices: list[tuple[torch.Tensor, torch.Tensor]],
-                     offsets: list[int]) -> Matched:
+                     offsets: list[int], device: torch.device) -> Matched:
+        """From the matcher's per-image ``(queries, targets)``; one copy to ``device``."""
         rows = [q.numpy() for q, _ in indices]
         batch = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
         target = [j.numpy() + offset for (_, j), offset in zip(indices, offsets, strict=True)]
-        return cls(*(torch.from_numpy(np.concatenate(a).astype(np.int64)) for a in
-                     ([batch], rows, target)))
+        stacked = np.stack([batch, np.concatenate(rows), np.concatenate(target)])
+        return cls(*torch.from_numpy(stacked.astype(np.int64)).to(device).unbind())
 
 
 class SetCriterion(nn.Module):
@@ -154,12 +155,13 @@ class SetCriterion(nn.Module):
                 queries = stage["pred_logits"].shape[1]
                 loss_points[name] = self._draw_loss_points(targets,
                                                            [min(queries, n) for n in counts])
-        jobs = [(name, stage, Matched.from_indices(indices, offsets), num_objects)
+        device = outputs["layers"][-1]["pred_logits"].device
+        jobs = [(name, stage, Matched.from_indices(indices, offsets, device), num_objects)
                 for (name, stage), indices in zip(stages.items(), self.matcher.match_stages(
                     list(stages.values()), targets, match_points), strict=True)]
         if "denoising" in outputs:
             dn = outputs["denoising"]["queries"]
-            matched = self._denoising_matches(dn, counts, offsets)
+            matched = self._denoising_matches(dn, counts, offsets, device)
             for i, layer in enumerate(outputs["denoising"]["layers"]):
                 if layer.get("pred_masks") is not None:
                     loss_points[f"dn{i}"] = self._draw_loss_points(
@@ -181,13 +183,15 @@ class SetCriterion(nn.Module):
         return losses
 
     @staticmethod
-    def _denoising_matches(dn, counts: list[int], offsets: list[int]) -> Matched:
+    def _denoising_matches(dn, counts: list[int], offsets: list[int],
+                           device: torch.device) -> Matched:
         """Denoising query ``g * group_size + k`` of an image reconstructs its object ``k``,
         in every group ``g`` (image by image, group by group); computed once per batch."""
         slots = [torch.arange(n) for n in counts]
-        return Matched(
+        return Matched(*torch.stack([
             torch.cat([torch.full((dn.groups * n,), b) for b, n in enumerate(counts)]),
             torch.cat([torch.cat([k + g * dn.group_size for g in range(dn.groups)])
                        for k in slots]),
             torch.cat([(k + offset).repeat(dn.groups) for k, offset in zip(slots, offsets,
-                                                                            strict=True)]))
+                                                                            strict=True)]),
+        ]).to(device).unbind())
