@@ -214,8 +214,8 @@ def measure(variant: dict, args: argparse.Namespace) -> dict:
 
 
 def report(variants: list[dict], results: dict[str, list[dict]], batches: list,
-           args) -> None:
-    print(f"\n{args.iters} iterations per run ({args.warmup} untimed), {args.rounds} rounds, "
+           args, rounds: int) -> None:
+    print(f"\n{args.iters} iterations per run ({args.warmup} untimed), {rounds} rounds, "
           f"{args.threads} threads; medians (images/s: min-max over rounds)\n")
     header = ("| variant | batch | images/s | " + " | ".join(f"{p} ms" for p in PHASES)
               + " | ms/iteration |")
@@ -295,7 +295,7 @@ def main() -> None:
                 results[v["name"]].append(measure(v, args))
                 rate = results[v["name"]][-1]["images_per_s"]
                 print(f"round {round_ + 1}: {v['name']}: {rate:.1f} images/s", flush=True)
-    report(variants, results, batches, args)
+            report(variants, results, batches, args, round_ + 1)  # a usable table each round
 
 
 if __name__ == "__main__":
