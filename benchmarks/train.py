@@ -209,7 +209,8 @@ def measure(variant: dict, args: argparse.Namespace) -> dict:
         env["DIMASK_EXTENSIONS_DIR"] = str(Path(base) / f"rev-{variant['rev']}")
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode:
-        sys.exit(f"error: {variant['name']} failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        sys.exit(f"error: {variant['name']} failed: {last}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
