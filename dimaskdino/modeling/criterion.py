@@ -5,6 +5,12 @@ decoder's input queries) included; the two-stage selection (``interm``); DI's to
 interaction outputs (class and box only); and the denoising queries, whose "matching" is
 given by construction. Each stage is Hungarian-matched on its own.
 
+The work is batched, not looped per image or stage: every random draw is made first, in
+the order (stage by stage, image by image, from each image's generator) a per-stage loop
+would make it, so the batched forms see the same points; the matching costs of stages of
+equal shapes are one batch (:meth:`HungarianMatcher.match_stages`), and the point sampling
+and mask losses of all stages are one batch whose per-mask terms are summed per stage.
+
 *Loss-weight constraint* (paper Tab. 3): the detection weights (L1 and GIoU) are multiplied
 by ``detection_scale`` (0.1 for the constraint) at every stage; the class and
 segmentation weights are unchanged.
@@ -14,10 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from dimaskdino.modeling.losses import box_losses, focal_loss, mask_losses, uncertain_points
+from dimaskdino.modeling.losses import (
+    box_losses,
+    draw_point_candidates,
+    focal_loss,
+    mask_terms,
+    select_uncertain_points,
+)
 from dimaskdino.modeling.matcher import HungarianMatcher
 
 
@@ -35,6 +48,26 @@ class LossWeights:
     def of(self, term: str) -> float:
         weight = getattr(self, {"class": "classification"}.get(term, term))
         return weight * self.detection_scale if term in ("l1", "giou") else weight
+
+
+@dataclass
+class Matched:
+    """Matched pairs of one stage, image by image: query ``query`` of image ``batch`` is
+    object ``target`` of the batch's concatenated targets (all ``(n,)`` int64)."""
+
+    batch: torch.Tensor
+    query: torch.Tensor
+    target: torch.Tensor
+
+    @classmethod
+    def from_indices(cls, indices: list[tuple[torch.Tensor, torch.Tensor]],
+                     offsets: list[int], device: torch.device) -> Matched:
+        """From the matcher's per-image ``(queries, targets)``; one copy to ``device``."""
+        rows = [q.numpy() for q, _ in indices]
+        batch = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+        target = [j.numpy() + offset for (_, j), offset in zip(indices, offsets, strict=True)]
+        stacked = np.stack([batch, np.concatenate(rows), np.concatenate(target)])
+        return cls(*torch.from_numpy(stacked.astype(np.int64)).to(device).unbind())
 
 
 class SetCriterion(nn.Module):
@@ -55,30 +88,47 @@ class SetCriterion(nn.Module):
         self.matcher = matcher or HungarianMatcher(num_points=num_points)
         self.num_points, self.oversample, self.importance = num_points, oversample, importance
 
-    def stage_losses(self, stage: dict, targets: list[dict], indices: list, num_objects: float
-                     ) -> dict[str, torch.Tensor]:
-        """Unweighted terms of one stage given its matching ``indices``."""
+    def _draw_loss_points(self, targets: list[dict], counts: list[int]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask-loss point draws of one stage whose image ``b`` has ``counts[b]``
+        matched masks, each image's from its generator; concatenated over images."""
+        draws = [draw_point_candidates(n, self.num_points, self.oversample, self.importance,
+                                       t.get("generator")) for t, n in zip(targets, counts,
+                                                                          strict=True)]
+        return torch.cat([c for c, _ in draws]), torch.cat([r for _, r in draws])
+
+    def _class_box_losses(self, stage: dict, bank: dict[str, torch.Tensor], matched: Matched,
+                          norm: float) -> dict[str, torch.Tensor]:
+        """Unweighted class, L1 and GIoU terms of one stage."""
         logits = stage["pred_logits"]
-        batch = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)])
-        query = torch.cat([q for q, _ in indices])
         classes = torch.zeros_like(logits)
-        labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices, strict=True)])
-        classes[batch, query, labels.to(logits.device)] = 1
-        out = {"class": focal_loss(logits, classes, num_objects)}
-        target_boxes = torch.cat([t["boxes"][j] for t, (_, j) in
-                                  zip(targets, indices, strict=True)]).to(logits)
-        out["l1"], out["giou"] = box_losses(stage["pred_boxes"][batch, query], target_boxes,
-                                            num_objects)
-        if stage.get("pred_masks") is not None:
-            pred = stage["pred_masks"][batch, query]
-            gt = torch.cat([t["masks"][j] for t, (_, j) in zip(targets, indices, strict=True)])
-            with torch.no_grad():  # each image's points from its own generator, if any
-                points = torch.cat([
-                    uncertain_points(part, self.num_points, self.oversample, self.importance,
-                                     t.get("generator"))
-                    for t, part in zip(targets, pred.split([len(q) for q, _ in indices]),
-                                       strict=True)])
-            out["mask"], out["dice"] = mask_losses(pred, gt, num_objects, points)
+        classes[matched.batch, matched.query, bank["labels"][matched.target]] = 1
+        out = {"class": focal_loss(logits, classes, norm)}
+        out["l1"], out["giou"] = box_losses(stage["pred_boxes"][matched.batch, matched.query],
+                                            bank["boxes"][matched.target].to(logits), norm)
+        return out
+
+    def _mask_losses(self, jobs: list[tuple[str, dict, Matched, tuple, float]],
+                     bank: dict[str, torch.Tensor]) -> dict[str, tuple]:
+        """Mask BCE and dice of every ``(name, stage, matched, draws, norm)`` job, the masks
+        of all jobs (of one mask size) point-sampled and scored in one batch."""
+        out: dict[str, tuple] = {}
+        by_size: dict[tuple, list] = {}
+        for job in jobs:
+            by_size.setdefault(tuple(job[1]["pred_masks"].shape[-2:]), []).append(job)
+        for group in by_size.values():
+            pred = torch.cat([stage["pred_masks"][m.batch, m.query] for _, stage, m, _, _ in
+                              group])
+            gt = bank["masks"][torch.cat([m.target for _, _, m, _, _ in group])]
+            with torch.no_grad():
+                points = select_uncertain_points(
+                    pred, torch.cat([d[0] for *_, d, _ in group]),
+                    torch.cat([d[1] for *_, d, _ in group]), self.num_points)
+            bce, dice = mask_terms(pred, gt, points)
+            sizes = [len(m.batch) for _, _, m, _, _ in group]
+            for (name, *_, norm), b, d in zip(group, bce.split(sizes), dice.split(sizes),
+                                              strict=True):
+                out[name] = (b.sum() / norm, d.sum() / norm)
         return out
 
     def forward(self, outputs: dict, targets: list[dict], num_objects: float | None = None
@@ -94,37 +144,54 @@ class SetCriterion(nn.Module):
             stages.update({f"di{i}": aux for i, aux in enumerate(outputs["di"]["aux"])})
         for n, extra in enumerate(outputs.get("di_extra", []), start=3):  # selection n
             stages.update({f"di_s{n}_{i}": aux for i, aux in enumerate(extra["aux"])})
-        losses: dict[str, torch.Tensor] = {}
+        counts = [len(t["labels"]) for t in targets]
+        offsets = np.cumsum([0, *counts[:-1]]).tolist()
+        # every random draw first, in the per-stage order: matching, then loss points
+        match_points, loss_points = [], {}
         for name, stage in stages.items():
-            use_masks = stage.get("pred_masks") is not None
-            indices = self.matcher(stage, targets, use_masks=use_masks)
-            for term, value in self.stage_losses(stage, targets, indices, num_objects).items():
-                losses[f"{term}_{name}"] = value * self.weights.of(term)
+            masked = stage.get("pred_masks") is not None
+            match_points.append(self.matcher.draw_points(targets, masked))
+            if masked:
+                queries = stage["pred_logits"].shape[1]
+                loss_points[name] = self._draw_loss_points(targets,
+                                                           [min(queries, n) for n in counts])
+        device = outputs["layers"][-1]["pred_logits"].device
+        jobs = [(name, stage, Matched.from_indices(indices, offsets, device), num_objects)
+                for (name, stage), indices in zip(stages.items(), self.matcher.match_stages(
+                    list(stages.values()), targets, match_points), strict=True)]
         if "denoising" in outputs:
             dn = outputs["denoising"]["queries"]
+            matched = self._denoising_matches(dn, counts, offsets, device)
             for i, layer in enumerate(outputs["denoising"]["layers"]):
-                indices = self._denoising_indices(dn, targets)
-                for term, value in self.stage_losses(layer, self._repeat(targets, dn.groups),
-                                                     indices, num_objects * dn.groups).items():
-                    losses[f"{term}_dn{i}"] = value * self.weights.of(term)
+                if layer.get("pred_masks") is not None:
+                    loss_points[f"dn{i}"] = self._draw_loss_points(
+                        targets, [dn.groups * n for n in counts])
+                jobs.append((f"dn{i}", layer, matched, num_objects * dn.groups))
+        bank = {key: torch.cat([t[key] for t in targets]) for key in ("labels", "boxes")}
+        if loss_points:
+            bank["masks"] = torch.cat([t["masks"] for t in targets])
+        masks = self._mask_losses([(name, stage, m, loss_points[name], norm) for
+                                   name, stage, m, norm in jobs if name in loss_points], bank)
+        losses: dict[str, torch.Tensor] = {}
+        for name, stage, matched, norm in jobs:
+            terms = self._class_box_losses(stage, bank, matched, norm)
+            if name in masks:
+                terms["mask"], terms["dice"] = masks[name]
+            for term, value in terms.items():
+                losses[f"{term}_{name}"] = value * self.weights.of(term)
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
 
     @staticmethod
-    def _repeat(targets: list[dict], groups: int) -> list[dict]:
-        """Targets with every object listed once per denoising group (per-object tensors
-        repeated; anything else, e.g. the image's generator, passed on)."""
-        return [{k: v.repeat(groups, *([1] * (v.dim() - 1))) if isinstance(v, torch.Tensor)
-                 else v for k, v in t.items()} for t in targets]
-
-    @staticmethod
-    def _denoising_indices(dn, targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Denoising query ``g * group_size + k`` reconstructs object ``k``, in every group."""
-        indices = []
-        for t in targets:
-            n = len(t["labels"])
-            slots = torch.arange(n)
-            queries = torch.cat([slots + g * dn.group_size for g in range(dn.groups)])
-            objects = torch.cat([slots + g * n for g in range(dn.groups)])
-            indices.append((queries, objects))
-        return indices
+    def _denoising_matches(dn, counts: list[int], offsets: list[int],
+                           device: torch.device) -> Matched:
+        """Denoising query ``g * group_size + k`` of an image reconstructs its object ``k``,
+        in every group ``g`` (image by image, group by group); computed once per batch."""
+        slots = [torch.arange(n) for n in counts]
+        return Matched(*torch.stack([
+            torch.cat([torch.full((dn.groups * n,), b) for b, n in enumerate(counts)]),
+            torch.cat([torch.cat([k + g * dn.group_size for g in range(dn.groups)])
+                       for k in slots]),
+            torch.cat([(k + offset).repeat(dn.groups) for k, offset in zip(slots, offsets,
+                                                                            strict=True)]),
+        ]).to(device).unbind())

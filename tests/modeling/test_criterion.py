@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from dimaskdino.modeling.criterion import LossWeights, SetCriterion
+from dimaskdino.modeling.losses import box_losses, focal_loss, mask_losses, uncertain_points
 from dimaskdino.modeling.matcher import HungarianMatcher
 from dimaskdino.modeling.predictor import DIMaskDINOPredictor, PredictorConfig
 from tests.modeling.encoded import encoded
@@ -87,3 +88,74 @@ def test_per_image_generators_make_the_loss_additive_over_images():
 
     together = run([0, 1])
     torch.testing.assert_close(together, run([0]) + run([1]), rtol=1e-5, atol=1e-5)
+
+
+def per_stage_loop(criterion: SetCriterion, outputs: dict, targets: list[dict],
+                   num_objects: float) -> dict[str, torch.Tensor]:
+    """The criterion as a plain loop (the reference for its batched form): each stage
+    matched on its own, each image's loss points drawn and sampled on their own, the
+    denoising targets repeated per group."""
+    stages = {"final": outputs["layers"][-1], "interm": outputs["interm"]}
+    stages.update({f"layer{i}": layer for i, layer in enumerate(outputs["layers"][:-1])})
+    stages.update({f"di{i}": aux for i, aux in enumerate(outputs["di"]["aux"])})
+    dn = outputs["denoising"]["queries"]
+    repeated = [{k: v.repeat(dn.groups, *([1] * (v.dim() - 1))) if torch.is_tensor(v) else v
+                 for k, v in t.items()} for t in targets]
+    dn_indices = [(torch.cat([torch.arange(len(t["labels"])) + g * dn.group_size
+                              for g in range(dn.groups)]),
+                   torch.arange(dn.groups * len(t["labels"]))) for t in targets]
+    jobs = [(name, stage, targets, None, num_objects) for name, stage in stages.items()]
+    jobs += [(f"dn{i}", layer, repeated, dn_indices, num_objects * dn.groups)
+             for i, layer in enumerate(outputs["denoising"]["layers"])]
+    losses = {}
+    for name, stage, stage_targets, given, norm in jobs:
+        masked = stage.get("pred_masks") is not None
+        indices = given or criterion.matcher(stage, stage_targets, use_masks=masked)
+        terms = {}
+        batch = torch.cat([torch.full_like(q, b) for b, (q, _) in enumerate(indices)])
+        query = torch.cat([q for q, _ in indices])
+        matched = [{k: t[k][j] for k in ("labels", "boxes", "masks")}
+                   for t, (_, j) in zip(stage_targets, indices, strict=True)]
+        classes = torch.zeros_like(stage["pred_logits"])
+        classes[batch, query, torch.cat([m["labels"] for m in matched])] = 1
+        terms["class"] = focal_loss(stage["pred_logits"], classes, norm)
+        terms["l1"], terms["giou"] = box_losses(stage["pred_boxes"][batch, query],
+                                                torch.cat([m["boxes"] for m in matched]), norm)
+        if masked:
+            pred = stage["pred_masks"][batch, query]
+            with torch.no_grad():
+                points = torch.cat([uncertain_points(part, 64, generator=t["generator"])
+                                    for t, part in zip(stage_targets, pred.split(
+                                        [len(q) for q, _ in indices]), strict=True)])
+            terms["mask"], terms["dice"] = mask_losses(
+                pred, torch.cat([m["masks"] for m in matched]), norm, points)
+        losses.update({f"{term}_{name}": value * criterion.weights.of(term)
+                       for term, value in terms.items()})
+    return losses
+
+
+def test_batched_criterion_equals_the_per_stage_per_image_loop():
+    """Drawing every point first (in the loop's order, from each image's generator),
+    matching equal-shape stages in one batch and scoring all masks in one batch changes no
+    loss term and no gradient."""
+    predictor, maps, mask_features, targets = setup()
+
+    def run(loss_of) -> tuple[dict, list]:
+        seeded = [{**t, "generator": torch.Generator().manual_seed(20 + i)}
+                  for i, t in enumerate(targets)]
+        torch.manual_seed(3)
+        outputs = predictor(maps, mask_features, targets=seeded)
+        losses = loss_of(outputs, seeded)
+        predictor.zero_grad()
+        sum(v for k, v in losses.items() if k != "loss").backward()
+        return losses, [p.grad.clone() for p in predictor.parameters() if p.grad is not None]
+
+    criterion = SetCriterion(4, HungarianMatcher(num_points=64), num_points=64)
+    batched, batched_grads = run(lambda o, t: criterion(o, t, 5.0))
+    looped, looped_grads = run(lambda o, t: per_stage_loop(criterion, o, t, 5.0))
+    assert batched.keys() - {"loss"} == looped.keys()
+    for key, value in looped.items():
+        torch.testing.assert_close(batched[key], value, rtol=1e-6, atol=1e-7, msg=key)
+    assert len(batched_grads) == len(looped_grads)
+    for a, b in zip(batched_grads, looped_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

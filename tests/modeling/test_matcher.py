@@ -7,10 +7,16 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from torchvision.ops import generalized_box_iou_loss
+from scipy.optimize import linear_sum_assignment
+from torchvision.ops import generalized_box_iou, generalized_box_iou_loss
 
 from dimaskdino.modeling.box_ops import box_cxcywh_to_xyxy
-from dimaskdino.modeling.matcher import HungarianMatcher, point_sample
+from dimaskdino.modeling.matcher import (
+    HungarianMatcher,
+    padded_targets,
+    pairwise_giou,
+    point_sample,
+)
 
 
 def random_problem(seed: int, queries: int = 5, objects: int = 3, classes: int = 4):
@@ -68,3 +74,70 @@ def test_assignment_is_the_brute_force_optimum(seed):
                for choice in itertools.permutations(range(5), 3))
     assert len(rows) == 3 and sorted(cols.tolist()) == [0, 1, 2]
     assert abs(cost[rows, cols].sum().item() - best) < 1e-9
+
+
+def random_batch(seed: int, counts: tuple[int, ...], stages: int = 3, queries: int = 6,
+                 classes: int = 4):
+    """``stages`` stage outputs of one batch (float64) and targets with ``counts`` objects."""
+    g = torch.Generator().manual_seed(seed)
+    batch = len(counts)
+    outputs = [{"pred_logits": torch.randn(batch, queries, classes, generator=g,
+                                           dtype=torch.float64),
+                "pred_boxes": torch.rand(batch, queries, 4, generator=g,
+                                         dtype=torch.float64) * 0.4 + 0.2,
+                "pred_masks": torch.randn(batch, queries, 12, 16, generator=g,
+                                          dtype=torch.float64)} for _ in range(stages)]
+    targets = [{"labels": torch.randint(0, classes, (n,), generator=g),
+                "boxes": torch.rand(n, 4, generator=g, dtype=torch.float64) * 0.4 + 0.2,
+                "masks": (torch.rand(n, 24, 32, generator=g) > 0.5).double()} for n in counts]
+    return outputs, targets
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_batched_stages_match_as_each_image_alone_with_scipy(seed):
+    """match_stages costs all stages and images in one batch (targets padded): every
+    image's cost and assignment equal scipy's on that image's own cost matrix."""
+    counts = (3, 0, 5, 1)
+    outputs, targets = random_batch(seed, counts, queries=6)
+    matcher = HungarianMatcher(num_points=40)
+    seeds = [[100 * s + b for b in range(len(counts))] for s in range(len(outputs))]
+    points = [torch.stack([torch.rand(40, 2, generator=torch.Generator().manual_seed(k))
+                           for k in row]) for row in seeds]
+    batched = matcher.match_stages(outputs, targets, points)
+    padded_cost = matcher.batched_costs(outputs, padded_targets(targets, True), points)
+    for s, stage in enumerate(outputs):
+        for b, target in enumerate(targets):
+            cost = matcher.cost_matrix(stage["pred_logits"][b], stage["pred_boxes"][b],
+                                       stage["pred_masks"][b], target,
+                                       torch.Generator().manual_seed(seeds[s][b]))
+            torch.testing.assert_close(padded_cost[s * len(counts) + b, :, :counts[b]], cost,
+                                       rtol=0, atol=1e-12)
+            rows, cols = linear_sum_assignment(cost.numpy())
+            assert batched[s][b][0].tolist() == rows.tolist()
+            assert batched[s][b][1].tolist() == cols.tolist()
+
+
+def test_stages_of_other_shapes_and_without_masks_match_apart():
+    """A stage without mask costs and one with more queries are costed in their own
+    batches; each still equals its single-stage match."""
+    outputs, targets = random_batch(3, (2, 4))
+    small, _ = random_batch(4, (2, 4), stages=1, queries=9)
+    stages = [outputs[0], {k: v for k, v in outputs[1].items() if k != "pred_masks"},
+              small[0]]
+    matcher = HungarianMatcher(num_points=30)
+    points = [matcher.draw_points(targets, True, torch.Generator().manual_seed(1)), None,
+              matcher.draw_points(targets, True, torch.Generator().manual_seed(2))]
+    together = matcher.match_stages(stages, targets, points)
+    for stage, p, got in zip(stages, points, together, strict=True):
+        alone = matcher.match_stages([stage], targets, [p])[0]
+        assert [(q.tolist(), j.tolist()) for q, j in got] == \
+            [(q.tolist(), j.tolist()) for q, j in alone]
+
+
+def test_pairwise_giou_equals_torchvision_in_every_batch():
+    g = torch.Generator().manual_seed(0)
+    corners = torch.rand(3, 7, 2, 2, generator=g, dtype=torch.float64)
+    one = torch.cat((corners.amin(2), corners.amax(2)), -1)           # (3, 7, 4) xyxy
+    two = one[:, :4].flip(1) * 0.8 + 0.1
+    want = torch.stack([generalized_box_iou(a, b) for a, b in zip(one, two, strict=True)])
+    torch.testing.assert_close(pairwise_giou(one, two), want, rtol=0, atol=1e-12)
