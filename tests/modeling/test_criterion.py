@@ -144,7 +144,7 @@ def test_batched_criterion_equals_the_per_stage_per_image_loop():
         seeded = [{**t, "generator": torch.Generator().manual_seed(20 + i)}
                   for i, t in enumerate(targets)]
         torch.manual_seed(3)
-        outputs = predictor(maps, mask_features, targets=seeded)
+        outputs = predictor(encoded(maps, mask_features), targets=seeded)
         losses = loss_of(outputs, seeded)
         predictor.zero_grad()
         sum(v for k, v in losses.items() if k != "loss").backward()
