@@ -8,14 +8,17 @@ import torch
 
 from dimaskdino.data.loader import EvaluationImages, evaluation_loader
 from dimaskdino.engine import distributed
+from dimaskdino.engine.precision import Precision
 from dimaskdino.modeling.model import DIMaskDINO, Prediction
 from dimaskdino.progress import progress_bar
 
 
 def predictions(model: DIMaskDINO, dataset: EvaluationImages, batch_size: int = 1,
                 all_layers: bool = False, workers: int = 0, progress: bool = True,
-                description: str = "predict") -> Iterator[tuple[list[dict], Prediction]]:
-    """Yield ``(targets, prediction)`` per batch, instances at each image's original size.
+                description: str = "predict", precision: str | Precision = "fp32"
+                ) -> Iterator[tuple[list[dict], Prediction]]:
+    """Yield ``(targets, prediction)`` per batch, instances at each image's original size,
+    predicted in ``precision`` (see :meth:`DIMaskDINO.predict`).
 
     Under DDP every process takes every ``world_size``-th image.
     """
@@ -30,7 +33,8 @@ def predictions(model: DIMaskDINO, dataset: EvaluationImages, batch_size: int = 
             for images, targets in loader:
                 sizes = [(t["height"], t["width"]) for t in targets]
                 with torch.no_grad():
-                    yield targets, model.predict(images, sizes, all_layers=all_layers)
+                    yield targets, model.predict(images, sizes, all_layers=all_layers,
+                                                        precision=precision)
                 bar.advance(task, len(images))
     finally:
         model.train(was_training)
