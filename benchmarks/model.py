@@ -10,7 +10,7 @@ put the same models on the Swin-L backbone of the ``swinl-*`` presets (window 12
 feature levels with res2). Weights are random: the time does not depend on their values.
 
     python benchmarks/model.py                 # 2 threads, median of 3 after a warm-up
-    python benchmarks/model.py --backbones r50 --precisions fp32,bf16
+    python benchmarks/model.py --backbones r50 --no-reference   # cpu op, fp32 vs bf16
 
 The six variants run round-robin, so slow spells of a shared machine hit all of them.
 """
@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="of the cpu-op rows, comma-separated: fp32 and / or bf16 (the "
                              "reference op runs in fp32)")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="skip the reference-op rows (a shorter run)")
     args = parser.parse_args()
     unknown = set(args.backbones.split(",")) - set(BACKBONES)
     if unknown:
@@ -125,7 +127,8 @@ def benchmark(backbone: str, image: torch.Tensor, args: argparse.Namespace) -> N
     models = {"DI-MaskDINO": build(True, backbone), "MaskDINO": build(False, backbone)}
     gflop = {name: gflop_per_image(model, image) for name, model in models.items()}
     variants = [(name, "cpu", precision) for precision in args.precisions for name in models]
-    variants += [(name, "reference", "fp32") for name in models]
+    if args.reference:
+        variants += [(name, "reference", "fp32") for name in models]
     times: dict[tuple[str, str, str], list[float]] = {variant: [] for variant in variants}
     for repeat in range(args.repeats + 1):  # round 0 warms up (and builds the kernel)
         for name, backend, precision in variants:  # interleaved: drift hits all alike
@@ -137,21 +140,28 @@ def benchmark(backbone: str, image: torch.Tensor, args: argparse.Namespace) -> N
                       flush=True)
     rows = {variant: statistics.median(values) for variant, values in times.items()}
     bf16 = "bf16" in args.precisions
-    print(f"\n| model ({label}, 6 decoder layers) | cpu op s/image | reference op s/image "
-          f"| reference / cpu |" + (" cpu op bf16 s/image | fp32 / bf16 |" if bf16 else "")
-          + f"  ({args.threads} threads, 800x1216)")
-    print("|---|---:|---:|---:|" + ("---:|---:|" if bf16 else ""))
+    columns = ["cpu op s/image"]
+    columns += ["reference op s/image", "reference / cpu"] if args.reference else []
+    columns += ["cpu op bf16 s/image", "fp32 / bf16"] if bf16 else []
+    print(f"\n| model ({label}, 6 decoder layers) | {' | '.join(columns)} |  "
+          f"({args.threads} threads, 800x1216)")
+    print("|---|" + "---:|" * len(columns))
     for name in models:
-        cpu, ref = rows[(name, "cpu", "fp32")], rows[(name, "reference", "fp32")]
-        extra = (f" {rows[(name, 'cpu', 'bf16')]:.2f} | "
-                 f"{cpu / rows[(name, 'cpu', 'bf16')]:.2f}x |") if bf16 else ""
-        print(f"| {name} | {cpu:.2f} | {ref:.2f} | {ref / cpu:.2f}x |{extra}")
+        cpu = rows[(name, "cpu", "fp32")]
+        cells = [f"{cpu:.2f}"]
+        if args.reference:
+            ref = rows[(name, "reference", "fp32")]
+            cells += [f"{ref:.2f}", f"{ref / cpu:.2f}x"]
+        if bf16:
+            cells += [f"{rows[(name, 'cpu', 'bf16')]:.2f}",
+                      f"{cpu / rows[(name, 'cpu', 'bf16')]:.2f}x"]
+        print(f"| {name} | {' | '.join(cells)} |")
     print(f"{label}: DI-MaskDINO / MaskDINO GFLOP: {gflop['DI-MaskDINO']:.0f} / "
           f"{gflop['MaskDINO']:.0f} = {gflop['DI-MaskDINO'] / gflop['MaskDINO']:.3f}; the "
           f"cpu-op DI-MaskDINO runs at "
           f"{gflop['DI-MaskDINO'] / rows[('DI-MaskDINO', 'cpu', 'fp32')]:.0f}"
           " GFLOP/s")
-    for backend in ("cpu", "reference"):
+    for backend in ("cpu", "reference") if args.reference else ("cpu",):
         ratio = rows[("DI-MaskDINO", backend, "fp32")] / rows[("MaskDINO", backend, "fp32")]
         print(f"{label}: DI-MaskDINO / MaskDINO time, {backend} op: {ratio:.3f}")
 

@@ -15,7 +15,7 @@ How it is drawn is :mod:`dimaskdino.reports.drawing`; nothing here plots.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,11 +144,13 @@ def _kept(instances: dict, score_threshold: float) -> Detections:
 def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[int],
                 layers: Sequence[int], score_threshold: float,
                 precision: str | Precision = "auto", ground_truth: bool = True,
-                max_side: int = MAX_SIDE) -> Iterator[ImageView]:
+                max_side: int = MAX_SIDE, announce: Callable[[str], None] | None = None
+                ) -> Iterator[ImageView]:
     """The :class:`ImageView` of each of ``indices`` of ``dataset``: ``layers`` (valid layer
     numbers), detections scoring at least ``score_threshold``; ground truth when the dataset
     has annotations and ``ground_truth``. The model is made float32 (in place) and predicts
-    in ``precision`` (see :mod:`dimaskdino.engine.precision`)."""
+    in ``precision`` (see :mod:`dimaskdino.engine.precision`); ``announce`` gets the
+    precision's one-line description once the first image is read."""
     model.float().eval()
     mode = precision if isinstance(precision, Precision) else model_precision(precision, model)
     device = next(model.parameters()).device
@@ -159,6 +161,9 @@ def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[
         original, target = dataset.dataset[index]
         size = drawing_size(*original.shape[-2:], max_side)
         model_input, _ = dataset[index]
+        if announce is not None:
+            announce(mode.describe())
+            announce = None
         with torch.no_grad():
             pred = model.predict([model_input.to(device)], [size], all_layers=True,
                                  precision=mode)

@@ -68,7 +68,7 @@ def demo(
                     f"solver.steps=[{max(1, iterations * 5 // 6)}]",
                     f"solver.checkpoint_period={max(1, iterations // 4)}"]
         jobs = study_jobs(plan_study(study, "tiny", 1, None, schedule, out), precision,
-                          console.print)
+                          None if quiet else console.print)
         with exclusive(out, console.print):
             uri = default_tracking_uri(out)
             outcomes = run_study(inspect_study(jobs, uri), uri, out, "local",

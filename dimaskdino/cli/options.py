@@ -18,9 +18,9 @@ PrecisionOption = Annotated[str, typer.Option(
                         "fp32).")]
 
 
-def study_jobs(jobs: list, precision: str, echo: Callable[[str], None]) -> list:
+def study_jobs(jobs: list, precision: str, echo: Callable[[str], None] | None) -> list:
     """A study's cell jobs with the probe's ``precision`` (checked; resolved for the first
-    cell's model on this machine's device, said in one line through ``echo``)."""
+    cell's model on this machine's device, said in one line through ``echo`` if any)."""
     import dataclasses
 
     import torch
@@ -30,15 +30,7 @@ def study_jobs(jobs: list, precision: str, echo: Callable[[str], None]) -> list:
     check_precision(precision)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     mode = resolve_precision(precision, device, jobs[0].config().model)
-    echo(f"layer probe {mode.describe()}; training: solver.precision")
+    if echo is not None:
+        echo(f"layer probe {mode.describe()}; training: solver.precision")
     return [dataclasses.replace(job, precision=precision) for job in jobs]
 
-
-def announce_precision(precision: str, model, echo: Callable[[str], None]):
-    """``precision`` resolved for ``model`` (:func:`~dimaskdino.engine.precision.
-    model_precision`), said in one line through ``echo``; returns the Precision."""
-    from dimaskdino.engine.precision import model_precision
-
-    mode = model_precision(precision, model)
-    echo(mode.describe())
-    return mode

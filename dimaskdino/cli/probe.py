@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dimaskdino.cli.errors import user_errors
-from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption, announce_precision
+from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption
 
 out = Console(soft_wrap=True)
 
@@ -58,10 +58,10 @@ def layer_probe(
         chosen = parse_layers(layers)
         net, config = load_model(checkpoint, official_config)
         dataset, source = validation_images(config.data, data)
-        mode = announce_precision(precision, net, out.print)
         try:
             result = probe_layers(net, dataset, chosen, config.data.test_batch_size, backend,
-                                  progress=not quiet, precision=mode)
+                                  progress=not quiet, precision=precision,
+                                  announce=None if quiet else out.print)
         except ConfigError:
             raise
         except ValueError as exc:

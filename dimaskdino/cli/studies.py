@@ -112,7 +112,7 @@ def run_ablation(
         check_executor(executor)
         sets = list(overrides or [])
         jobs = study_jobs(plan_study(chosen, scale, seeds, data, sets, out, backbone),
-                          precision, console.print)
+                          precision, None if quiet else console.print)
         if dry_run:
             uri = tracking_uri or sqlite_uri(out)
             console.print(plan_table(chosen, inspect_study(jobs, uri)))

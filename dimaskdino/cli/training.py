@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dimaskdino.cli.errors import user_errors
-from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption, announce_precision
+from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption
 
 out = Console(soft_wrap=True)
 
@@ -108,9 +108,9 @@ def evaluate(
         check_precision(precision)
         net, config = load_model(checkpoint, official_config)
         dataset, _ = validation_images(config.data, data)
-        mode = announce_precision(precision, net, out.print)
         metrics = evaluate_model(net, dataset, config.data.test_batch_size, backend,
-                                 progress=not quiet, precision=mode)
+                                 progress=not quiet, precision=precision,
+                                 announce=None if quiet else out.print)
         out.print(metrics_table(f"{net.config.name}: {checkpoint}", metrics))
         if out_dir is not None:
             atomic_write_text(out_dir / "eval.json", json.dumps(metrics, indent=2))

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from dimaskdino.cli.errors import user_errors
-from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption, announce_precision
+from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption
 
 out = Console(soft_wrap=True)
 
@@ -87,7 +87,6 @@ def visualize(
             raise ConfigError(f"--count must be positive, not {count}")
         check_precision(precision)
         net, config = load_model(checkpoint, official_config)
-        mode = announce_precision(precision, net.float(), out.print)
         chosen = resolve_layers(layers, net.config.predictor.dec_layers)
         if images:
             dataset = EvaluationImages(ImageFolder(images), config.data.test_short,
@@ -103,8 +102,9 @@ def visualize(
         indices = range(min(count, len(dataset)))
         with progress_bar(disable=quiet) as bar:
             task = bar.add_task("visualize", total=len(indices), status="")
-            views = image_views(net, dataset, indices, chosen, score_threshold, mode,
-                                ground_truth=not no_gt)
+            views = image_views(net, dataset, indices, chosen, score_threshold, precision,
+                                ground_truth=not no_gt,
+                                announce=None if quiet else out.print)
             for view, stem in zip(views, _stems([Path(dataset.dataset.images[i]["file_name"])
                                                  .stem for i in indices])):
                 figure = view_figure(view, chosen)

@@ -206,8 +206,6 @@ class Trainer:
                 model, device_ids=[self.device] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
         precision = resolve_precision(solver.precision, self.device, config.model, solver.amp)
-        if self.main:
-            print(precision.describe(), file=sys.stderr)
         scaler = torch.amp.GradScaler("cuda", enabled=precision.name == "fp16")
         stream = TrainingStream(self.train_set, LargeScaleJitter(
             config.data.image_size, config.data.min_scale, config.data.max_scale,
@@ -222,6 +220,8 @@ class Trainer:
                                 completed=start, status="")
             started = time.perf_counter()
             for iteration, (images, targets) in enumerate(loader, start):
+                if iteration == start and self.main and self.progress:  # once data is read
+                    print(precision.describe(), file=sys.stderr)
                 lr = set_learning_rate(self.optimizer, iteration, solver)
                 batch, prepared = self.model.prepare_training_batch(images, targets)
                 objects = distributed.all_reduce_mean(

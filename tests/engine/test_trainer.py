@@ -43,9 +43,10 @@ def losses(run: Path) -> list[float]:
 def test_killed_run_resumes_to_bitwise_the_same_weights(tmp_path, micro_overrides, precision):
     overrides = [*micro_overrides, "solver.max_iter=16", "solver.checkpoint_period=8",
                  f"solver.precision={precision}"]
-    straight = dimask("train", "--quiet", "--out", str(tmp_path / "straight"), *overrides)
-    assert straight.wait(timeout=600) == 0, straight.stderr.read()
-    assert f"precision: {precision} (requested)" in straight.stderr.read()
+    straight = dimask("train", "--out", str(tmp_path / "straight"), *overrides)  # not quiet
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err
+    assert f"precision: {precision} (requested)" in err
     assert all(math.isfinite(loss) for loss in losses(tmp_path / "straight"))
 
     killed_dir = tmp_path / "killed"
