@@ -230,7 +230,8 @@ def test_bf16_predictions_agree_with_fp32(trained):
     checkpoint, spec, _ = trained
     model, config = load_model(checkpoint)
     dataset = EvaluationImages(CocoInstances(*spec.split(":")[1:]), config.data.test_short)
-    runs = [predictions(model, dataset, precision=precision, progress=False)
+    # whole lists: interleaving the generators would unbalance their no_grad regions
+    runs = [list(predictions(model, dataset, precision=precision, progress=False))
             for precision in ("fp32", "bf16")]
     confident = 0
     for (_, exact), (_, reduced) in zip(*runs, strict=True):
