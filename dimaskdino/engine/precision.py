@@ -4,9 +4,10 @@
 ``bf16``: bfloat16 autocast; on the CPU the image batch is channels-last (oneDNN's fast
 convolution layout; measured in ``benchmarks/RESULTS.md``); what needs the range or the
 resolution of float32 stays there: the deformable-attention op (its CPU kernel is fp32:
-:func:`~dimaskdino.ops.dispatch.ms_deform_attn` casts its inputs once per call), and
-everything after the model's forward, the losses, the Hungarian matching and the mask
-post-processing, which read the outputs through :func:`float32_outputs`.
+:func:`~dimaskdino.ops.dispatch.ms_deform_attn` casts its inputs once per call), boxes
+(:func:`~dimaskdino.modeling.box_ops.box_dtype`), and everything after the model's
+forward, the losses, the Hungarian matching and the mask post-processing, which read the
+predictions through :func:`float32_predictions`.
 ``fp16``: CUDA's float16 AMP with a gradient scaler, what ``auto`` picks on a GPU when
 ``solver.amp`` is on (inference on a GPU stays fp32 under ``auto``).
 ``auto``: on the CPU, bf16 where the CPU computes bfloat16 natively (AMX-BF16 or
@@ -29,7 +30,7 @@ from dimaskdino.config import PRECISIONS, ConfigError, ModelConfig
 BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512_BF16"}
 # bf16 pays off where the matmuls and convolutions are large enough for the bf16 units to
 # beat the casts around them: the paper's models (hidden 256) did, the tiny preset's
-# (hidden 64) did not (benchmarks/RESULTS.md, "bf16")
+# (hidden 64) did not (benchmarks/RESULTS.md, "Whole model in bf16")
 BF16_MIN_HIDDEN_DIM = 256
 
 
@@ -155,8 +156,8 @@ def float32_predictions(outputs: dict, keys: tuple[str, ...] = TRAINING_KEYS) ->
     """The model's output dict with the entries ``keys`` (what the losses and the matching,
     :data:`TRAINING_KEYS`, or the post-processing, :data:`INFERENCE_KEYS`, read) in
     float32; the rest, feature maps and tokens (``backbone``, ``encoder``, ``memory``,
-    ``bato``...), stays in the compute dtype, for inspection only: casting it all cost
-    ~5% of a bf16 R50 ``predict``."""
+    ``bato``...), stays in the compute dtype, for inspection only: casting it all converted
+    144M elements per bf16 R50 ``predict``, 7x what the post-processing reads."""
     return {key: float32_outputs(value) if key in keys else value
             for key, value in outputs.items()}
 
