@@ -130,14 +130,17 @@ def benchmark(backbone: str, image: torch.Tensor, args: argparse.Namespace) -> N
     if args.reference:
         variants += [(name, "reference", "fp32") for name in models]
     times: dict[tuple[str, str, str], list[float]] = {variant: [] for variant in variants}
+    cpu_times: dict[tuple[str, str, str], list[float]] = {variant: [] for variant in variants}
     for repeat in range(args.repeats + 1):  # round 0 warms up (and builds the kernel)
         for name, backend, precision in variants:  # interleaved: drift hits all alike
             set_backend(models[name], backend)
+            cpu_start = time.process_time()
             elapsed = timed(partial(models[name].predict, [image], precision=precision))
             if repeat:
                 times[(name, backend, precision)].append(elapsed)
-                print(f"  {name:12s} {label:6s} {backend:9s} {precision} {elapsed:7.2f} s",
-                      flush=True)
+                cpu_times[(name, backend, precision)].append(time.process_time() - cpu_start)
+                print(f"  {name:12s} {label:6s} {backend:9s} {precision} {elapsed:7.2f} s "
+                      f"({cpu_times[(name, backend, precision)][-1]:.2f} s CPU)", flush=True)
     rows = {variant: statistics.median(values) for variant, values in times.items()}
     bf16 = "bf16" in args.precisions
     columns = ["cpu op s/image"]
@@ -161,6 +164,12 @@ def benchmark(backbone: str, image: torch.Tensor, args: argparse.Namespace) -> N
           f"cpu-op DI-MaskDINO runs at "
           f"{gflop['DI-MaskDINO'] / rows[('DI-MaskDINO', 'cpu', 'fp32')]:.0f}"
           " GFLOP/s")
+    if bf16:  # process CPU time: what a shared machine's time slicing does not stretch
+        for name in models:
+            fp32_cpu, bf16_cpu = (statistics.median(cpu_times[(name, "cpu", p)])
+                                  for p in ("fp32", "bf16"))
+            print(f"{label}: {name} CPU time per image, cpu op: fp32 {fp32_cpu:.2f} s, bf16 "
+                  f"{bf16_cpu:.2f} s, fp32 / bf16 {fp32_cpu / bf16_cpu:.2f}x")
     for backend in ("cpu", "reference") if args.reference else ("cpu",):
         ratio = rows[("DI-MaskDINO", backend, "fp32")] / rows[("MaskDINO", backend, "fp32")]
         print(f"{label}: DI-MaskDINO / MaskDINO time, {backend} op: {ratio:.3f}")
