@@ -174,6 +174,9 @@ class DataConfig:
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")  # what they mean: dimaskdino/engine/precision.py
+
+
 @dataclass
 class SolverConfig:
     """AdamW with warm-up and a step schedule (detectron2's ``SOLVER``); ``batch_size`` is
@@ -189,11 +192,17 @@ class SolverConfig:
     warmup_iters: int = 10
     warmup_factor: float = 1.0
     clip_norm: float = 0.01                  # full-model gradient clipping; 0 = off
-    amp: bool = True                         # used on CUDA only
+    amp: bool = True                         # CUDA: fp16 AMP under precision auto
+    precision: str = "auto"                  # auto | fp32 | bf16 (engine/precision.py)
     checkpoint_period: int = 5000
     eval_period: int = 5000                  # 0 = only at the end
     log_period: int = 20
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not supported; choose one of "
+                             f"{', '.join(PRECISIONS)}")
 
 
 @dataclass

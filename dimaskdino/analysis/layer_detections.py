@@ -15,7 +15,7 @@ How it is drawn is :mod:`dimaskdino.reports.drawing`; nothing here plots.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +28,12 @@ from dimaskdino.config import ConfigError
 from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.data.transforms import resize
 from dimaskdino.engine.evaluator import encode_masks
+from dimaskdino.engine.precision import Precision, model_precision
 from dimaskdino.fileio import atomic_write
 from dimaskdino.modeling.model import DIMaskDINO
 from dimaskdino.modeling.postprocess import layer_instances
 
 MAX_SIDE = 1024            # the longest side an image is drawn at
-PRECISIONS = ("auto", "fp32")  # auto = fp32 until bf16 inference exists
 GALLERY_IMAGES = 3         # the report's gallery: this many val images ...
 GALLERY_SCORE = 0.3        # ... with the detections scoring at least this
 GALLERY_MAX_SIDE = 384     # ... drawn at most this large (small artifacts)
@@ -89,13 +89,6 @@ class ImageView:
     class_names: list[str]
 
 
-def check_precision(precision: str) -> None:
-    """The single place ``--precision`` is checked (fp32 inference only, for now)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision {precision!r} is not supported; choose one of "
-                          f"{', '.join(PRECISIONS)} (auto = fp32)")
-
-
 def resolve_layers(text: str, last: int) -> list[int]:
     """``"0,last"`` -> ``[0, last]`` for a model whose final layer is ``last``; ConfigError
     for a malformed list or a layer the model does not have."""
@@ -149,14 +142,17 @@ def _kept(instances: dict, score_threshold: float) -> Detections:
 
 
 def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[int],
-                layers: Sequence[int], score_threshold: float, precision: str = "auto",
-                ground_truth: bool = True, max_side: int = MAX_SIDE) -> Iterator[ImageView]:
+                layers: Sequence[int], score_threshold: float,
+                precision: str | Precision = "auto", ground_truth: bool = True,
+                max_side: int = MAX_SIDE, announce: Callable[[str], None] | None = None
+                ) -> Iterator[ImageView]:
     """The :class:`ImageView` of each of ``indices`` of ``dataset``: ``layers`` (valid layer
     numbers), detections scoring at least ``score_threshold``; ground truth when the dataset
-    has annotations and ``ground_truth``. ``precision`` (:data:`PRECISIONS`): the model runs
-    in float32 (converted in place)."""
-    check_precision(precision)
+    has annotations and ``ground_truth``. The model is made float32 (in place) and predicts
+    in ``precision`` (see :mod:`dimaskdino.engine.precision`); ``announce`` gets the
+    precision's one-line description once the first image is read."""
     model.float().eval()
+    mode = precision if isinstance(precision, Precision) else model_precision(precision, model)
     device = next(model.parameters()).device
     last = model.config.predictor.dec_layers
     names = class_names(dataset, model.config.predictor.num_classes)
@@ -165,8 +161,12 @@ def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[
         original, target = dataset.dataset[index]
         size = drawing_size(*original.shape[-2:], max_side)
         model_input, _ = dataset[index]
+        if announce is not None:
+            announce(mode.describe())
+            announce = None
         with torch.no_grad():
-            pred = model.predict([model_input.to(device)], [size], all_layers=True)
+            pred = model.predict([model_input.to(device)], [size], all_layers=True,
+                                 precision=mode)
         found = layer_instances(pred, 0, layers, model.config.detections_per_image)
         keep = ~target["iscrowd"]
         image, masks = resize(original, target["masks"][keep], size)
@@ -181,12 +181,13 @@ def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[
                         last, truth, names)
 
 
-def gallery_views(model: DIMaskDINO, dataset: EvaluationImages) -> list[ImageView]:
+def gallery_views(model: DIMaskDINO, dataset: EvaluationImages,
+                  precision: str = "auto") -> list[ImageView]:
     """The report's gallery of one trained cell: first and last layer of the images of
-    :func:`most_annotated`, at scores >= :data:`GALLERY_SCORE`."""
+    :func:`most_annotated`, at scores >= :data:`GALLERY_SCORE`, predicted in ``precision``."""
     last = model.config.predictor.dec_layers
     return list(image_views(model, dataset, most_annotated(dataset), [0, last], GALLERY_SCORE,
-                            max_side=GALLERY_MAX_SIDE))
+                            precision, max_side=GALLERY_MAX_SIDE))
 
 
 FIELDS = ("boxes", "masks", "labels", "scores")

@@ -23,6 +23,7 @@ annotations (``images:DIR``) the probe measures consistency only.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from dimaskdino.engine.evaluator import (
     tide_errors,
 )
 from dimaskdino.engine.inference import predictions
+from dimaskdino.engine.precision import Precision
 from dimaskdino.fileio import atomic_write_text
 from dimaskdino.modeling.model import DIMaskDINO
 from dimaskdino.modeling.postprocess import box_inference, layer_instances
@@ -136,9 +138,11 @@ def _check_masks(dataset: EvaluationImages) -> None:
 
 def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int] | None = None,
                  batch_size: int = 1, backend: Backend = "hotcoco", progress: bool = True,
-                 workers: int = 0) -> ProbeResult:
+                 workers: int = 0, precision: str | Precision = "fp32",
+                 announce: Callable[[str], None] | None = None) -> ProbeResult:
     """Probe ``layers`` (default: all, 0..L) of ``model`` on ``dataset`` (one without
-    annotations: consistency only, category ids 1..C)."""
+    annotations: consistency only, category ids 1..C), predicting in ``precision``
+    (``announce``: see :func:`~dimaskdino.engine.inference.predictions`)."""
     labelled = dataset.dataset.has_annotations
     if labelled:
         check_categories(model, dataset)
@@ -153,7 +157,8 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
     results: dict[int, list] = {layer: [] for layer in layers}
     stage_results: dict[str, list] = {}
     for targets, pred in predictions(model, dataset, batch_size, all_layers=True,
-                                     workers=workers, progress=progress, description="probe"):
+                                     workers=workers, progress=progress, description="probe",
+                                     precision=precision, announce=announce):
         for i, target in enumerate(targets):
             sizes = (pred.padded_size, pred.image_sizes[i], pred.output_sizes[i])
             found = layer_instances(pred, i, layers, topk)

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dimaskdino.cli.errors import fail, user_errors
+from dimaskdino.cli.options import PrecisionOption, study_jobs
 
 console = Console(soft_wrap=True)
 
@@ -41,6 +42,7 @@ def demo(
     iterations: Annotated[int, typer.Option(
         help="Training iterations per model (default: the studies' tiny scale, 600).")
     ] = 600,
+    precision: PrecisionOption = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train tiny MaskDINO and DI-MaskDINO on the synthetic data, probe every layer of both,
@@ -65,7 +67,8 @@ def demo(
         schedule = [f"solver.max_iter={iterations}",
                     f"solver.steps=[{max(1, iterations * 5 // 6)}]",
                     f"solver.checkpoint_period={max(1, iterations // 4)}"]
-        jobs = plan_study(study, "tiny", 1, None, schedule, out)
+        jobs = study_jobs(plan_study(study, "tiny", 1, None, schedule, out), precision,
+                          None if quiet else console.print)
         with exclusive(out, console.print):
             uri = default_tracking_uri(out)
             outcomes = run_study(inspect_study(jobs, uri), uri, out, "local",

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dimaskdino.cli.errors import user_errors
-from dimaskdino.cli.options import Checkpoint, OfficialConfig
+from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption
 
 out = Console(soft_wrap=True)
 
@@ -38,6 +38,7 @@ def layer_probe(
     layers: Annotated[str, typer.Option(help="'all' or e.g. '0,3,6'.")] = "all",
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("probe"),
     backend: Annotated[str, typer.Option(help="hotcoco | faster | pycocotools")] = "hotcoco",
+    precision: PrecisionOption = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """AP_box and AP_mask of every decoder layer (layer 0 = the decoder's input queries)
@@ -50,14 +51,17 @@ def layer_probe(
         from dimaskdino.config import ConfigError
         from dimaskdino.data.loader import validation_images
         from dimaskdino.engine.evaluator import check_backend
+        from dimaskdino.engine.precision import check_precision
 
         check_backend(backend)
+        check_precision(precision)
         chosen = parse_layers(layers)
         net, config = load_model(checkpoint, official_config)
         dataset, source = validation_images(config.data, data)
         try:
             result = probe_layers(net, dataset, chosen, config.data.test_batch_size, backend,
-                                  progress=not quiet)
+                                  progress=not quiet, precision=precision,
+                                  announce=None if quiet else out.print)
         except ConfigError:
             raise
         except ValueError as exc:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dimaskdino.cli.errors import fail, user_errors
+from dimaskdino.cli.options import PrecisionOption, study_jobs
 
 console = Console(soft_wrap=True)
 
@@ -80,6 +81,7 @@ def run_ablation(
     overrides: Annotated[list[str] | None, typer.Option(
         "--set", help="A config override for every cell, e.g. --set solver.max_iter=300 "
                       "(repeatable; the cells' own switches win).", show_default=False)] = None,
+    precision: PrecisionOption = "auto",
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Print the cells and what is finished; run nothing.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
@@ -109,7 +111,8 @@ def run_ablation(
         chosen = get_study(study)
         check_executor(executor)
         sets = list(overrides or [])
-        jobs = plan_study(chosen, scale, seeds, data, sets, out, backbone)
+        jobs = study_jobs(plan_study(chosen, scale, seeds, data, sets, out, backbone),
+                          precision, None if quiet else console.print)
         if dry_run:
             uri = tracking_uri or sqlite_uri(out)
             console.print(plan_table(chosen, inspect_study(jobs, uri)))

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dimaskdino.cli.errors import user_errors
-from dimaskdino.cli.options import Checkpoint, OfficialConfig
+from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption
 
 out = Console(soft_wrap=True)
 
@@ -93,6 +93,7 @@ def evaluate(
         "--out", help="Also write DIR/eval.json: {\"bbox\": {\"AP\": ..}, \"segm\": {..}}.")
     ] = None,
     backend: Annotated[str, typer.Option(help="hotcoco | faster | pycocotools")] = "hotcoco",
+    precision: PrecisionOption = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Box and mask AP of a checkpoint's final predictions on a validation split."""
@@ -100,13 +101,16 @@ def evaluate(
         from dimaskdino.checkpoint import load_model
         from dimaskdino.data.loader import validation_images
         from dimaskdino.engine.evaluator import check_backend, evaluate_model
+        from dimaskdino.engine.precision import check_precision
         from dimaskdino.fileio import atomic_write_text
 
         check_backend(backend)
+        check_precision(precision)
         net, config = load_model(checkpoint, official_config)
         dataset, _ = validation_images(config.data, data)
         metrics = evaluate_model(net, dataset, config.data.test_batch_size, backend,
-                                 progress=not quiet)
+                                 progress=not quiet, precision=precision,
+                                 announce=None if quiet else out.print)
         out.print(metrics_table(f"{net.config.name}: {checkpoint}", metrics))
         if out_dir is not None:
             atomic_write_text(out_dir / "eval.json", json.dumps(metrics, indent=2))

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from dimaskdino.cli.errors import user_errors
-from dimaskdino.cli.options import Checkpoint, OfficialConfig
+from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption
 
 out = Console(soft_wrap=True)
 
@@ -59,8 +59,7 @@ def visualize(
         help="Draw the detections scoring at least this.")] = 0.5,
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")
                        ] = Path("visualize"),
-    precision: Annotated[str, typer.Option(help="auto | fp32 (auto = fp32 for now).")
-                         ] = "auto",
+    precision: PrecisionOption = "auto",
     svg: Annotated[bool, typer.Option("--svg", help="Also write each figure as SVG.")] = False,
     no_gt: Annotated[bool, typer.Option("--no-gt", help="Hide the ground truth.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
@@ -71,16 +70,13 @@ def visualize(
     with user_errors():
         import jinja2
 
-        from dimaskdino.analysis.layer_detections import (
-            check_precision,
-            image_views,
-            resolve_layers,
-        )
+        from dimaskdino.analysis.layer_detections import image_views, resolve_layers
         from dimaskdino.checkpoint import load_model
         from dimaskdino.config import ConfigError
         from dimaskdino.data.images import ImageFolder
         from dimaskdino.data.loader import EvaluationImages, validation_images
         from dimaskdino.engine.evaluator import check_categories
+        from dimaskdino.engine.precision import check_precision
         from dimaskdino.fileio import atomic_write, atomic_write_text
         from dimaskdino.progress import progress_bar
         from dimaskdino.reports.drawing import encode, view_figure
@@ -107,7 +103,8 @@ def visualize(
         with progress_bar(disable=quiet) as bar:
             task = bar.add_task("visualize", total=len(indices), status="")
             views = image_views(net, dataset, indices, chosen, score_threshold, precision,
-                                ground_truth=not no_gt)
+                                ground_truth=not no_gt,
+                                announce=None if quiet else out.print)
             for view, stem in zip(views, _stems([Path(dataset.dataset.images[i]["file_name"])
                                                  .stem for i in indices])):
                 figure = view_figure(view, chosen)

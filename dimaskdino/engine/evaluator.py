@@ -198,9 +198,12 @@ def check_categories(model, dataset) -> None:
 
 
 def evaluate_model(model, dataset, batch_size: int = 1, backend: Backend = "hotcoco",
-                   workers: int = 0, progress: bool = True) -> dict[str, dict[str, float]]:
+                   workers: int = 0, progress: bool = True, precision="fp32",
+                   announce=None) -> dict[str, dict[str, float]]:
     """Box and mask AP of ``model``'s final predictions on ``dataset`` (an
-    :class:`~dimaskdino.data.loader.EvaluationImages`): ``{"bbox": {...}, "segm": {...}}``.
+    :class:`~dimaskdino.data.loader.EvaluationImages`): ``{"bbox": {...}, "segm": {...}}``,
+    predicted in ``precision`` (see :func:`~dimaskdino.engine.inference.predictions`, which
+    also says what ``announce`` gets).
 
     Under DDP the images are shared out, results gathered, and every process gets the
     metrics.
@@ -212,7 +215,8 @@ def evaluate_model(model, dataset, batch_size: int = 1, backend: Backend = "hotc
     coco = dataset.dataset
     results: list[dict] = []
     for targets, prediction in predictions(model, dataset, batch_size, workers=workers,
-                                           progress=progress, description="evaluate"):
+                                           progress=progress, description="evaluate",
+                                           precision=precision, announce=announce):
         for target, instances in zip(targets, prediction.instances, strict=True):
             results.extend(instances_to_results(instances, target["image_id"],
                                                 coco.category_ids))

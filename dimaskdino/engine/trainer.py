@@ -1,4 +1,4 @@
-"""The training loop: AdamW, warm-up + steps, full-model clipping, AMP on CUDA,
+"""The training loop: AdamW, warm-up + steps, full-model clipping, fp16 AMP on CUDA or bf16,
 checkpoints and bitwise resume, periodic COCO evaluation, DDP.
 
 A run lives in one directory: ``config.yaml``, ``metrics.jsonl`` (one line per logged
@@ -50,6 +50,7 @@ from dimaskdino.engine import distributed, interrupt
 from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint, save_checkpoint
 from dimaskdino.engine.evaluator import evaluate_model
 from dimaskdino.engine.initialization import initialize_model
+from dimaskdino.engine.precision import float32_predictions, resolve_precision
 from dimaskdino.engine.solver import build_optimizer, set_learning_rate
 from dimaskdino.fileio import append_line, atomic_write_text
 from dimaskdino.modeling.criterion import SetCriterion
@@ -204,8 +205,8 @@ class Trainer:
             model = DistributedDataParallel(
                 model, device_ids=[self.device] if self.device.type == "cuda" else None,
                 find_unused_parameters=True)
-        use_amp = solver.amp and self.device.type == "cuda"
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        precision = resolve_precision(solver.precision, self.device, config.model, solver.amp)
+        scaler = torch.amp.GradScaler("cuda", enabled=precision.name == "fp16")
         stream = TrainingStream(self.train_set, LargeScaleJitter(
             config.data.image_size, config.data.min_scale, config.data.max_scale,
             config.data.flip), solver.seed)
@@ -219,13 +220,15 @@ class Trainer:
                                 completed=start, status="")
             started = time.perf_counter()
             for iteration, (images, targets) in enumerate(loader, start):
+                if iteration == start and self.main and self.progress:  # once data is read
+                    print(precision.describe(), file=sys.stderr)
                 lr = set_learning_rate(self.optimizer, iteration, solver)
                 batch, prepared = self.model.prepare_training_batch(images, targets)
                 objects = distributed.all_reduce_mean(
                     {"objects": float(sum(len(t["labels"]) for t in prepared))})["objects"]
-                with torch.autocast(self.device.type, torch.float16, enabled=use_amp):
-                    outputs = model(batch, targets=prepared)
-                losses = self.criterion(outputs, prepared, objects)
+                with precision.autocast():  # matching and losses in fp32
+                    outputs = model(precision.batch(batch), targets=prepared)
+                losses = self.criterion(float32_predictions(outputs), prepared, objects)
                 total = losses["loss"]
                 values = torch.stack([v.detach().double() for v in losses.values()])
                 logged = distributed.all_reduce_mean(dict(zip(losses, values.tolist())))

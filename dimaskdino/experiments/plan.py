@@ -34,6 +34,7 @@ class CellJob:
     overrides: tuple[str, ...]  # all of them, applied to ``preset(preset, model)`` in order
     cell_overrides: tuple[str, ...]  # the cell's own (after scaling), for display
     output_dir: str
+    precision: str = "auto"  # the probe's and the gallery's (training: solver.precision)
 
     @property
     def label(self) -> str:

@@ -27,7 +27,7 @@ def _join_submitit_tasks() -> None:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
-def _probe(checkpoint: Path, progress: bool):
+def _probe(checkpoint: Path, progress: bool, precision: str):
     """The layer probe of a training checkpoint on its own validation split."""
     from dimaskdino.analysis.probe import probe_layers
     from dimaskdino.checkpoint import load_model
@@ -38,10 +38,10 @@ def _probe(checkpoint: Path, progress: bool):
     model.to(distributed.init_from_environment())
     dataset, _ = validation_images(config.data)
     return probe_layers(model, dataset, None, config.data.test_batch_size, "hotcoco",
-                        progress=progress)
+                        progress=progress, precision=precision)
 
 
-def _gallery(checkpoint: Path, out_dir: Path) -> Path:
+def _gallery(checkpoint: Path, out_dir: Path, precision: str) -> Path:
     """The report's gallery data of the trained cell (first and last layer of a few val
     images, :func:`~dimaskdino.analysis.layer_detections.gallery_views`) in
     ``out_dir/gallery``; logged with the cell so that the report needs only the store."""
@@ -55,7 +55,7 @@ def _gallery(checkpoint: Path, out_dir: Path) -> Path:
     dataset, _ = validation_images(config.data)
     folder = out_dir / "gallery"
     folder.mkdir(parents=True, exist_ok=True)
-    save_views(gallery_views(model, dataset), folder)
+    save_views(gallery_views(model, dataset, precision), folder)
     return folder
 
 
@@ -78,15 +78,16 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
             recorder.started(config_to_dict(config))
         result = Trainer(config, out_dir, resume=True, progress=progress,
                          callbacks=[recorder.training_record] if recorder else []).run()
-        probe = _probe(result.checkpoint, progress)
+        probe = _probe(result.checkpoint, progress, job.precision)
         if recorder:
             save_probe(probe, out_dir, {"checkpoint": str(result.checkpoint)},
                        detections=False)
             recorder.probe(probe.table)
             recorder.diagnostics(probe.errors, probe.consistency)
+            gallery = _gallery(result.checkpoint, out_dir, job.precision)
             recorder.final(result.metrics, [*(out_dir / name for name in (
                 "probe.csv", "probe.json", "errors.csv", "consistency.csv", "config.yaml",
-                "final_metrics.json")), _gallery(result.checkpoint, out_dir)])
+                "final_metrics.json")), gallery])
     except BaseException as exc:
         if recorder:
             killed = isinstance(exc, (KeyboardInterrupt, Interrupted))

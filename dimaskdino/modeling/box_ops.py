@@ -7,9 +7,16 @@ import torch
 from dimaskdino.mask_boxes import masks_to_boxes_exclusive, masks_to_boxes_inclusive
 
 
+def box_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype boxes are computed in: float32 at least (a bf16 box would be off by up to
+    1/256 of the image; under bf16 autocast every box refinement stays fp32 through this)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """``log(x / (1 - x))`` with ``x`` clamped to ``[0, 1]`` and both terms to ``>= eps``."""
-    x = x.clamp(min=0, max=1)
+    """``log(x / (1 - x))`` with ``x`` clamped to ``[0, 1]`` and both terms to ``>= eps``, in
+    :func:`box_dtype`."""
+    x = x.to(box_dtype(x.dtype)).clamp(min=0, max=1)
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
@@ -39,11 +46,13 @@ def mask_logits_to_boxes(mask_logits: torch.Tensor, rule: str = "mask2box") -> t
 
     Returns:
         ``(B, Q, 4)``: ``inverse_sigmoid`` of the normalized ``(cx, cy, w, h)`` of
-        ``mask_logits > 0`` (pixel coordinates divided by ``W`` / ``H``), in the logits' dtype.
+        ``mask_logits > 0`` (pixel coordinates divided by ``W`` / ``H``), in
+        :func:`box_dtype` of the logits' dtype.
     """
     batch, queries, height, width = mask_logits.shape
-    boxes = BOX_RULES[rule](mask_logits.detach().flatten(0, 1) > 0).to(mask_logits.dtype)
-    scale = torch.tensor([width, height, width, height], dtype=mask_logits.dtype,
+    dtype = box_dtype(mask_logits.dtype)
+    boxes = BOX_RULES[rule](mask_logits.detach().flatten(0, 1) > 0).to(dtype)
+    scale = torch.tensor([width, height, width, height], dtype=dtype,
                          device=mask_logits.device)
     boxes = box_xyxy_to_cxcywh(boxes) / scale
     return inverse_sigmoid(boxes.reshape(batch, queries, 4))

@@ -159,8 +159,10 @@ class DeformableEncoder(nn.Module):
         positions = level_positions(maps)
         pos = torch.cat([p + self.level_embed[level] for level, p in enumerate(positions)],
                         dim=1)
+        pos = pos.to(memory.dtype)  # bf16 autocast: queries of the tokens' dtype, no casts
         # every token looks from its own pixel centre on every level (valid ratios are 1)
-        reference_points = pixel_centres(spatial_shapes.tolist(), memory.dtype,
+        reference_points = pixel_centres(spatial_shapes.tolist(),  # fp32 under bf16 autocast
+                                         torch.promote_types(memory.dtype, torch.float32),
                                          memory.device)[None, :, None, :]
         reference_points = reference_points.expand(memory.shape[0], -1, len(maps), 2)
         for layer in self.encoder.layers:

@@ -9,6 +9,12 @@ import torch
 from torch import nn
 
 from dimaskdino.config import ModelConfig
+from dimaskdino.engine.precision import (
+    INFERENCE_KEYS,
+    Precision,
+    float32_predictions,
+    model_precision,
+)
 from dimaskdino.modeling.backbone import build_backbone
 from dimaskdino.modeling.box_ops import box_xyxy_to_cxcywh
 from dimaskdino.modeling.encoder import MaskDINOEncoder
@@ -34,7 +40,8 @@ class Prediction:
     ``pred_boxes (B, Q, 4)`` normalized cxcywh (of the padded batch) and ``pred_masks
     (B, Q, H/4, W/4)`` logits; otherwise empty. ``instances``: per image the dict of
     :func:`~dimaskdino.modeling.postprocess.instance_inference` for the last layer.
-    ``outputs``: every intermediate stage (backbone, encoder, predictor), for inspection.
+    ``outputs``: every intermediate stage (backbone, encoder, predictor), for inspection
+    (in bf16 after a bf16 ``predict``, but for ``layers`` and ``di``).
     ``padded_size``, ``image_sizes``, ``output_sizes``: ``(H, W)`` of the padded batch, of
     each image inside it and of each image's reported instances (to post-process any layer
     as the last one).
@@ -104,20 +111,27 @@ class DIMaskDINO(nn.Module):
     @torch.no_grad()
     def predict(self, images: Sequence[torch.Tensor],
                 output_sizes: Sequence[tuple[int, int]] | None = None,
-                all_layers: bool = False) -> Prediction:
+                all_layers: bool = False, precision: str | Precision = "fp32") -> Prediction:
         """Detect and segment ``images`` (uint8 ``(3, H_i, W_i)`` in ``config.input_format``).
 
         ``output_sizes`` (default: the input sizes) are the ``(H, W)`` the instances are
-        reported at. Runs in the model's dtype and device. Without ``all_layers`` only the
-        masks the last layer needs are computed, as in the official evaluation.
+        reported at. Runs on the model's device, in its dtype for ``precision="fp32"``, in
+        bf16 autocast for ``"bf16"`` and as :mod:`~dimaskdino.engine.precision` decides for
+        ``"auto"`` (or a resolved :class:`Precision`); the predictions are float32 (or the
+        model's dtype) either way. Without ``all_layers`` only the masks the last layer
+        needs are computed, as in the official evaluation.
         """
+        mode = precision if isinstance(precision, Precision) else model_precision(precision,
+                                                                                  self)
         sizes_out = list(output_sizes) if output_sizes is not None else [
             tuple(img.shape[-2:]) for img in images]
         if len(sizes_out) != len(images):
             raise ValueError(f"{len(images)} images but {len(sizes_out)} output sizes")
         batch, image_sizes = batch_images(images, self.pixel_mean, self.pixel_std,
                                           self.config.size_divisibility)
-        outputs = self(batch, all_layer_masks=all_layers)
+        with mode.autocast():
+            outputs = self(mode.batch(batch), all_layer_masks=all_layers)
+        outputs = float32_predictions(outputs, INFERENCE_KEYS)
         last = outputs["layers"][-1]
         padded = tuple(batch.shape[-2:])
         instances = [

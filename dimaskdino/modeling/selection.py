@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dimaskdino.modeling.box_ops import box_dtype
 from dimaskdino.modeling.heads import PredictionHeads
 from dimaskdino.modeling.levels import pixel_centres
 from dimaskdino.modeling.outputs import StageOutput
@@ -50,8 +51,9 @@ def encoder_proposals(memory: torch.Tensor, spatial_shapes: torch.Tensor
         ``memory (B, S, C)`` and ``proposals (B, S, 4)`` in inverse-sigmoid space.
     """
     shapes = spatial_shapes.tolist()
-    centres = pixel_centres(shapes, memory.dtype, memory.device)
-    sides = torch.cat([torch.full((h * w, 2), 0.05 * 2.0**level, dtype=memory.dtype,
+    dtype = box_dtype(memory.dtype)  # fp32 proposals under bf16 autocast
+    centres = pixel_centres(shapes, dtype, memory.device)
+    sides = torch.cat([torch.full((h * w, 2), 0.05 * 2.0**level, dtype=dtype,
                                   device=memory.device)
                        for level, (h, w) in enumerate(shapes)])
     proposals = torch.cat((centres, sides), dim=-1)[None].expand(memory.shape[0], -1, -1)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from dimaskdino.ops.dispatch import Backend, ms_deform_attn
+from dimaskdino.ops.dispatch import Backend, cpu_float32, ms_deform_attn
 
 
 class MSDeformAttn(nn.Module):
@@ -93,8 +93,11 @@ class MSDeformAttn(nn.Module):
         if padding_mask is not None:
             v = v.masked_fill(padding_mask[..., None], 0.0)
         v = v.view(n, v.shape[1], m, self.d_model // m)
-        offsets = self.sampling_offsets(query).view(n, queries, m, levels, p, 2)
-        weights = self.attention_weights(query).view(n, queries, m, levels * p).softmax(-1)
+        # bf16 autocast on the CPU: locations and weights in fp32, as the kernel reads them
+        offsets, weights = cpu_float32(self.sampling_offsets(query),
+                                       self.attention_weights(query))
+        offsets = offsets.view(n, queries, m, levels, p, 2)
+        weights = weights.view(n, queries, m, levels * p).softmax(-1)
         weights = weights.view(n, queries, m, levels, p)
         if reference_points.shape[-1] == 2:
             normalizer = spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) as (W, H)

@@ -116,5 +116,5 @@ def test_errors_are_one_line_and_write_nothing(golden_fixtures, tmp_path):
     assert f"no JPEG or PNG images in {empty}" in _fails_writing_nothing(
         out, *official, "--data", f"images:{empty}")
     assert "checkpoint not found" in _fails_writing_nothing(out, tmp_path / "none.pth")
-    assert "--precision 'bf16' is not supported" in _fails_writing_nothing(
-        out, *official, "--images", empty, "--precision", "bf16")
+    assert "precision 'fp16' is not supported; choose one of auto, fp32, bf16" in \
+        _fails_writing_nothing(out, *official, "--images", empty, "--precision", "fp16")

@@ -39,10 +39,15 @@ def losses(run: Path) -> list[float]:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_bitwise_the_same_weights(tmp_path, micro_overrides):
-    overrides = [*micro_overrides, "solver.max_iter=16", "solver.checkpoint_period=8"]
-    straight = dimask("train", "--quiet", "--out", str(tmp_path / "straight"), *overrides)
-    assert straight.wait(timeout=600) == 0, straight.stderr.read()
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_killed_run_resumes_to_bitwise_the_same_weights(tmp_path, micro_overrides, precision):
+    overrides = [*micro_overrides, "solver.max_iter=16", "solver.checkpoint_period=8",
+                 f"solver.precision={precision}"]
+    straight = dimask("train", "--out", str(tmp_path / "straight"), *overrides)  # not quiet
+    _, err = straight.communicate(timeout=600)
+    assert straight.returncode == 0, err
+    assert f"precision: {precision} (requested)" in err
+    assert all(math.isfinite(loss) for loss in losses(tmp_path / "straight"))
 
     killed_dir = tmp_path / "killed"
     killed = dimask("train", "--quiet", "--out", str(killed_dir), *overrides)

@@ -43,13 +43,19 @@ def test_auto_falls_back_to_reference_with_one_warning(monkeypatch):
     torch.testing.assert_close(out, ms_deform_attn_reference(*inputs), rtol=0, atol=0)
 
 
-def test_auto_uses_reference_for_half_on_cpu():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_on_cpu_runs_the_fp32_kernel_on_upcast_inputs(dtype):
+    """bf16 autocast keeps the op in fp32: half inputs are upcast once and the CPU kernel
+    runs (automatic or explicit backend); only an explicit reference computes in half."""
     value, *rest = CASE.inputs(torch.float32)
-    inputs = [value.bfloat16(), rest[0], rest[1], rest[2].bfloat16(), rest[3].bfloat16()]
-    out = ms_deform_attn(*inputs)
-    assert out.dtype == torch.bfloat16
-    with pytest.raises(TypeError, match="cpu kernel does not support"):
-        ms_deform_attn(*inputs, backend="cpu")
+    inputs = [value.to(dtype), rest[0], rest[1], rest[2].to(dtype), rest[3].to(dtype)]
+    upcast = [t.float() if t.is_floating_point() else t for t in inputs]
+    want = ms_deform_attn(*upcast, backend="cpu")
+    for backend in (None, "cpu"):
+        out = ms_deform_attn(*inputs, backend=backend)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+    assert ms_deform_attn(*inputs, backend="reference").dtype == dtype
 
 
 def test_unknown_backend():
