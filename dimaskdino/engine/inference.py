@@ -40,9 +40,10 @@ def predictions(model: DIMaskDINO, dataset: EvaluationImages, batch_size: int = 
                     announce(mode.describe())
                     announce = None
                 sizes = [(t["height"], t["width"]) for t in targets]
-                with torch.no_grad():
-                    yield targets, model.predict(images, sizes, all_layers=all_layers,
-                                                        precision=mode)
+                with torch.no_grad():  # not around the yield: the caller's code keeps its mode
+                    prediction = model.predict(images, sizes, all_layers=all_layers,
+                                               precision=mode)
+                yield targets, prediction
                 bar.advance(task, len(images))
     finally:
         model.train(was_training)

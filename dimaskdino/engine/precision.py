@@ -18,6 +18,7 @@ the model is one of those where bf16 measured faster (:func:`bf16_pays_off`), el
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,23 +153,28 @@ def model_precision(precision: str, model: torch.nn.Module) -> Precision:
     return resolve_precision(precision, parameter.device, model.config)
 
 
-def float32_predictions(outputs: dict, keys: tuple[str, ...] = TRAINING_KEYS) -> dict:
-    """The model's output dict with the entries ``keys`` (what the losses and the matching,
-    :data:`TRAINING_KEYS`, or the post-processing, :data:`INFERENCE_KEYS`, read) in
-    float32; the rest, feature maps and tokens (``backbone``, ``encoder``, ``memory``,
-    ``bato``...), stays in the compute dtype, for inspection only: casting it all converted
-    144M elements per bf16 R50 ``predict``, 7x what the post-processing reads."""
-    return {key: float32_outputs(value) if key in keys else value
-            for key, value in outputs.items()}
+def float32_predictions(outputs, keys: tuple[str, ...] = TRAINING_KEYS):
+    """The model's outputs (:class:`~dimaskdino.modeling.model.ModelOutput`) with the fields
+    ``keys`` (what the losses and the matching, :data:`TRAINING_KEYS`, or the
+    post-processing, :data:`INFERENCE_KEYS`, read) in float32; the rest, feature maps and
+    tokens (``backbone``, ``encoder``, ``memory``, ``bato``...), stays in the compute dtype,
+    for inspection only: casting it all converted 144M elements per bf16 R50 ``predict``,
+    7x what the post-processing reads."""
+    return dataclasses.replace(outputs, **{key: float32_outputs(getattr(outputs, key))
+                                           for key in keys})
 
 
 def float32_outputs(outputs):
-    """``outputs`` (nested dicts / lists / tuples of tensors) with every float16 / bfloat16
-    tensor cast to float32 (others untouched)."""
+    """``outputs`` (nested dicts / lists / tuples / dataclasses of tensors) with every
+    float16 / bfloat16 tensor cast to float32 (others untouched)."""
     if isinstance(outputs, torch.Tensor):
         return outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs
     if isinstance(outputs, dict):
         return {key: float32_outputs(value) for key, value in outputs.items()}
+    if dataclasses.is_dataclass(outputs) and not isinstance(outputs, type):
+        return dataclasses.replace(outputs, **{
+            f.name: float32_outputs(getattr(outputs, f.name))
+            for f in dataclasses.fields(outputs) if f.init})
     if isinstance(outputs, (list, tuple)):
         return type(outputs)(float32_outputs(value) for value in outputs)
     return outputs

@@ -4,6 +4,8 @@ fp32 under bf16, the outputs handed on in fp32."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -142,10 +144,21 @@ def test_float64_models_stay_exact():
 
 
 def test_outputs_are_handed_on_in_fp32():
+    @dataclasses.dataclass
+    class Stage:
+        boxes: torch.Tensor
+
+    @dataclasses.dataclass
+    class Outputs:  # the fields of ModelOutput that matter here
+        layers: list
+        di: Stage
+        backbone: dict
+
     maps = torch.ones(2, dtype=torch.bfloat16)
-    kept = P.float32_predictions({"layers": [{"m": maps}], "backbone": {"res2": maps}},
+    kept = P.float32_predictions(Outputs([{"m": maps}], Stage(maps), {"res2": maps}),
                                  P.INFERENCE_KEYS)
-    assert kept["layers"][0]["m"].dtype == torch.float32 and kept["backbone"]["res2"] is maps
+    assert kept.layers[0]["m"].dtype == torch.float32 and kept.di.boxes.dtype == torch.float32
+    assert kept.backbone["res2"] is maps
     half = torch.ones(2, dtype=torch.bfloat16)
     exact, labels = torch.ones(2, dtype=torch.float64), torch.arange(2)
     out = P.float32_outputs({"layers": [{"a": half, "b": exact}], "pair": (half, labels),
