@@ -200,29 +200,6 @@ def test_selected_layers(trained, tmp_path):
         "layer0_bbox.json", "layer0_segm.json", "layer3_bbox.json", "layer3_segm.json"]
 
 
-@pytest.mark.slow
-@pytest.mark.trained
-def test_bf16_probe_agrees_with_fp32_on_every_layer_and_task(trained, tmp_path):
-    """Issue 14's acceptance, ``--precision bf16`` within 0.5 AP of fp32 on every layer and
-    task, at the resolution of this set: its few objects make one detection crossing one
-    of the 10 IoU thresholds move AP by 100 / (10 x objects), more than 0.5, so that is the
-    bound here (the 32-image synthetic split is measured in benchmarks/RESULTS.md)."""
-    checkpoint, _, annotations = trained
-    objects = len(json.loads(annotations.read_text())["annotations"])
-    bound = max(0.5, 100 / (10 * objects)) + 1e-9
-    ap = {}
-    for precision in ("fp32", "bf16"):
-        result = runner.invoke(app, ["layer-probe", str(checkpoint), "--out",
-                                     str(tmp_path / precision), "--precision", precision])
-        assert result.exit_code == 0, result.output
-        assert f"precision: {precision} (requested)" in result.output
-        table = pd.read_csv(tmp_path / precision / "probe.csv")
-        ap[precision] = table.set_index(["layer", "task"])[["AP", "AP50", "AP75"]]
-    assert len(ap["fp32"]) == 8 and ap["fp32"]["AP"].min() > 5   # real numbers compared
-    difference = (ap["bf16"] - ap["fp32"]).abs()
-    assert difference["AP"].max() <= bound, (bound, difference)
-
-
 @pytest.mark.trained
 def test_bf16_predictions_agree_with_fp32(trained):
     """Each confident fp32 detection has a bf16 twin: same class, box IoU > 0.95, score
