@@ -97,8 +97,9 @@ def figure_one(section: Section, cells: tuple[str, str]) -> Chart:
             for bars in ax.containers:
                 ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
             ax.set(title=f"{MODEL_NAMES.get(model[cell], model[cell])} ({cell})", xlabel="")
-            ax.set_ylim(bottom=0)
             ax.legend_.remove()
+        # after both panels: the shared axis then spans the taller one's bars and labels
+        axes[0].set_ylim(0, axes[0].get_ylim()[1] * 1.08)
         handles, labels = axes[0].get_legend_handles_labels()
         figure.legend(handles, labels, loc="outside lower center", ncol=2, frameon=False)
         return _render(figure, "figure-1", "Figure 1: first vs last decoder layer",
