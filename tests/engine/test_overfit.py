@@ -26,7 +26,8 @@ def test_two_images_are_learned_within_400_steps(tmp_path, model):
         num_train=2, num_val=1, height=128, width=128, max_objects=4, seed=5))
     annotations, images = paths["train"]
     config = apply_overrides(preset("tiny", model), [
-        f"data.dataset=coco-json:{annotations}:{images}", "data.min_scale=1.0",
+        f"data.dataset=coco-json:{annotations}:{images}", "data.image_size=[128,128]",
+        "data.min_scale=1.0",
         "data.max_scale=1.0", "data.test_short=0", "solver.batch_size=2",
         "solver.max_iter=400", "solver.steps=[300]", "solver.warmup_iters=20",
         "solver.checkpoint_period=0"])
