@@ -10,10 +10,10 @@ recomputed from any COCO result file.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from dimaskdino.engine.evaluator import CocoResults, Results
 
 BELOW = 0.5  # the threshold of ``frac_below_0.5``
 
@@ -27,20 +27,27 @@ def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def box_mask_iou(results: Sequence[dict]) -> np.ndarray:
-    """IoU of each COCO result's ``bbox`` with the tight box of its ``segmentation`` (RLE);
-    detections whose mask is empty are left out. -> ``(n,)`` float64."""
-    if not results:
+def box_mask_iou(results: Results) -> np.ndarray:
+    """IoU of each COCO result's ``bbox`` with the tight box of its ``segmentation`` (RLE;
+    for :class:`~dimaskdino.engine.evaluator.CocoResults`, its ``mask_boxes`` where it
+    has them); detections whose mask is empty are left out. -> ``(n,)`` float64."""
+    if not len(results):
         return np.zeros(0)
+    if isinstance(results, CocoResults):
+        boxes, tight = results.boxes, results.mask_boxes
+        if tight is None:
+            tight = mask_utils.toBbox(results.segmentations)
+    else:
+        boxes = np.array([r["bbox"] for r in results], dtype=np.float64)
+        tight = mask_utils.toBbox([r["segmentation"] for r in results])
     # an empty mask's tight box is [0, 0, 0, 0], a non-empty one is at least 1 wide (not
     # ``mask.area``: it overflows a uint8 count for more than 255 masks under numpy 2)
-    tight = mask_utils.toBbox([r["segmentation"] for r in results]).astype(np.float64)
+    tight = np.asarray(tight, dtype=np.float64)
     keep = tight[:, 2] > 0
-    boxes = np.array([r["bbox"] for r in results], dtype=np.float64)
     return box_iou_xywh(boxes[keep], tight[keep])
 
 
-def consistency_summary(results: Sequence[dict]) -> dict:
+def consistency_summary(results: Results) -> dict:
     """``detections`` (with a non-empty mask), ``mean_iou`` and ``frac_below_0.5`` of
     :func:`box_mask_iou` (NaN when there is no detection)."""
     ious = box_mask_iou(results)

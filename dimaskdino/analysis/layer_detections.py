@@ -167,7 +167,7 @@ def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[
         with torch.no_grad():
             pred = model.predict([model_input.to(device)], [size], all_layers=True,
                                  precision=mode)
-        found = layer_instances(pred, 0, layers, model.config.detections_per_image)
+        found = layer_instances(pred, layers, model.config.detections_per_image)[0]
         keep = ~target["iscrowd"]
         image, masks = resize(original, target["masks"][keep], size)
         truth = None

@@ -38,11 +38,11 @@ from dimaskdino.engine.evaluator import (
     TIDE_BACKGROUND_IOU,
     TIDE_POS_IOU,
     Backend,
+    CocoResults,
     check_categories,
     coco_evaluate,
     hotcoco_evaluation,
     hotcoco_ground_truth,
-    instances_to_results,
     summary,
     tide_errors,
 )
@@ -65,7 +65,7 @@ class ProbeResult:
     token-interaction stages (columns model, stage, task, AP...; empty without DI);
     ``imbalance``: see :func:`imbalance_measures`; ``errors``: TIDE delta AP per (layer,
     task, error) with :data:`ERROR_COLUMNS`; ``consistency``: box-mask consistency per layer
-    with :data:`CONSISTENCY_COLUMNS`; ``results``: each layer's COCO result dicts, masks
+    with :data:`CONSISTENCY_COLUMNS`; ``results``: each layer's COCO results, masks
     included (``results[layer]``; box scoring ignores the masks). Without annotations
     ``table``, ``stages`` and ``errors`` are empty and ``imbalance`` is ``{}``."""
 
@@ -75,7 +75,7 @@ class ProbeResult:
     errors: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ERROR_COLUMNS))
     consistency: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=CONSISTENCY_COLUMNS))
-    results: dict[int, list[dict]] = field(repr=False, default_factory=dict)
+    results: dict[int, CocoResults] = field(repr=False, default_factory=dict)
 
     @property
     def has_ap(self) -> bool:
@@ -103,13 +103,13 @@ def imbalance_measures(table: pd.DataFrame, errors: pd.DataFrame | None = None) 
     return measures
 
 
-def _consistency(name: str, results: dict[int, list[dict]]) -> pd.DataFrame:
+def _consistency(name: str, results: dict[int, CocoResults]) -> pd.DataFrame:
     """:func:`consistency_summary` of each layer's results."""
     return pd.DataFrame([{"model": name, "layer": layer, **consistency_summary(found)}
                          for layer, found in results.items()], columns=CONSISTENCY_COLUMNS)
 
 
-def _score_layers(ground_truth: dict, results: dict[int, list[dict]], name: str,
+def _score_layers(ground_truth: dict, results: dict[int, CocoResults], name: str,
                   backend: Backend) -> tuple[pd.DataFrame, pd.DataFrame]:
     """AP table and TIDE errors of every layer's results. hotcoco matches each (layer,
     task) once for both; another backend scores AP and hotcoco the errors."""
@@ -118,7 +118,7 @@ def _score_layers(ground_truth: dict, results: dict[int, list[dict]], name: str,
     for layer, found in results.items():
         for iou, task in TASKS.items():
             key = {"model": name, "layer": layer, "task": task}
-            evaluation = hotcoco_evaluation(reference, found, iou) if found else None
+            evaluation = hotcoco_evaluation(reference, found, iou) if len(found) else None
             if backend != "hotcoco" or evaluation is None:
                 metrics = coco_evaluate(ground_truth, found, iou, backend)
             else:
@@ -154,27 +154,28 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
     category_ids = (dataset.dataset.category_ids if labelled else
                     range(1, model.config.predictor.num_classes + 1))
     topk = model.config.detections_per_image
-    results: dict[int, list] = {layer: [] for layer in layers}
-    stage_results: dict[str, list] = {}
+    parts: dict[int, list[CocoResults]] = {layer: [] for layer in layers}
+    stage_parts: dict[str, list[CocoResults]] = {}
     for targets, pred in predictions(model, dataset, batch_size, all_layers=True,
                                      workers=workers, progress=progress, description="probe",
-                                     precision=precision, announce=announce):
-        for i, target in enumerate(targets):
-            sizes = (pred.padded_size, pred.image_sizes[i], pred.output_sizes[i])
-            found = layer_instances(pred, i, layers, topk)
+                                     precision=precision, announce=announce, masks="rle"):
+        image_ids = [target["image_id"] for target in targets]
+        for image_id, found in zip(image_ids, layer_instances(pred, layers, topk, masks="rle"),
+                                   strict=True):
             for layer in layers:
-                results[layer].extend(instances_to_results(found[layer], target["image_id"],
-                                                           category_ids))
-            for index, stage in enumerate(pred.outputs.get("di", {}).get("aux", [])):
-                boxes = box_inference(stage["pred_logits"][i], stage["pred_boxes"][i], *sizes,
-                                      topk)
-                stage_results.setdefault(f"ti{index + 1}", []).extend(
-                    instances_to_results(boxes, target["image_id"], category_ids, masks=False))
+                parts[layer].append(CocoResults.from_instances(found[layer], image_id,
+                                                               category_ids))
+        for index, stage in enumerate(pred.outputs.get("di", {}).get("aux", [])):
+            boxes = box_inference(stage["pred_logits"], stage["pred_boxes"], pred.padded_size,
+                                  pred.image_sizes, pred.output_sizes, topk)
+            stage_parts.setdefault(f"ti{index + 1}", []).extend(
+                CocoResults.from_instances(found, image_id, category_ids, masks=False)
+                for image_id, found in zip(image_ids, boxes, strict=True))
     name = model.config.name
-    for layer in layers:
-        results[layer] = distributed.gather_lists(results[layer])
-    stage_results = {stage: distributed.gather_lists(found)
-                     for stage, found in stage_results.items()}
+    results = {layer: CocoResults.concat(distributed.gather_lists(parts[layer]))
+               for layer in layers}
+    stage_results = {stage: CocoResults.concat(distributed.gather_lists(found))
+                     for stage, found in stage_parts.items()}
     consistency = _consistency(name, results)
     if not labelled:
         return ProbeResult(pd.DataFrame(columns=COLUMNS),
@@ -204,9 +205,8 @@ def save_probe(result: ProbeResult, out_dir: Path, info: dict, detections: bool 
     file atomically."""
     if detections:
         for layer, found in result.results.items():
-            boxes = [{k: v for k, v in r.items() if k != "segmentation"} for r in found]
             for iou, path in detection_files(out_dir, layer).items():
-                atomic_write_text(path, json.dumps(boxes if iou == "bbox" else found))
+                atomic_write_text(path, json.dumps(found.to_dicts(masks=iou == "segm")))
     if result.has_ap:
         atomic_write_text(out_dir / "probe.csv", result.table.to_csv(index=False))
         atomic_write_text(out_dir / "errors.csv", result.errors.to_csv(index=False))

@@ -61,15 +61,18 @@ def build_ops(
                           "else 8.0;9.0)."),
     ] = None,
 ) -> None:
-    """Compile the deformable-attention kernels now instead of on first use."""
+    """Compile the C++ kernels (deformable attention, mask encoder) now instead of on first
+    use."""
     from dimaskdino.ops.build import (
         ExtensionBuildError,
         load_cpu_extension,
         load_cuda_extension,
+        load_mask_extension,
     )
 
     try:
         typer.echo(f"CPU kernel:  {load_cpu_extension().__file__}")
+        typer.echo(f"mask encoder: {load_mask_extension().__file__}")
         if cuda:
             typer.echo(f"CUDA kernel: {load_cuda_extension(archs).__file__}")
     except ExtensionBuildError as exc:

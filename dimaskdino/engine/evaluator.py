@@ -11,12 +11,14 @@ import contextlib
 import io
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
 from dimaskdino.data.coco import DatasetError
+from dimaskdino.ops.masks import encode_bitmaps
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 Backend = Literal["hotcoco", "faster", "pycocotools"]
@@ -38,63 +40,103 @@ def check_backend(backend: str) -> None:
 
 def encode_masks(masks: torch.Tensor) -> list[dict]:
     """RLE-encode bool masks ``(N, H, W)`` in one call (COCO's column-major layout)."""
-    return _encode(masks.detach().cpu().numpy())
-
-
-def _encode(masks: np.ndarray) -> list[dict]:
-    """:func:`encode_masks` of a bool array ``(N, H, W)``: hotcoco's encoder, which writes
-    pycocotools' RLE byte for byte and reads the ``(H, W, N)`` view without a column-major
-    copy (several times faster than ``pycocotools.mask.encode`` on model outputs)."""
-    import hotcoco.mask
-
-    if masks.shape[0] == 0:
-        return []
-    rles = hotcoco.mask.encode(masks.transpose(1, 2, 0))
-    for rle in rles:
-        rle["counts"] = rle["counts"].decode("ascii")
-    return rles
+    return encode_bitmaps(masks.detach().cpu().numpy())
 
 
 def _encoded_pairs(instances: dict[str, torch.Tensor]) -> list[dict]:
-    """The RLE of each pair's mask. Pairs of one query (``query_index``, when present)
-    share its mask (:func:`~dimaskdino.modeling.postprocess.instance_inference` makes them
-    so): each distinct mask is encoded once and its RLE dict shared by its pairs (found in
-    Python and numpy: a few dozen pairs, where small parallel torch ops cost more)."""
+    """The RLE of each pair's mask: ``mask_rles`` as given, or ``pred_masks`` encoded.
+    Pairs of one query (``query_index``, when present) share its mask
+    (:func:`~dimaskdino.modeling.postprocess.instance_inference` makes them so): each
+    distinct mask is encoded once and its RLE dict shared by its pairs (found in Python and
+    numpy: a few dozen pairs, where small parallel torch ops cost more)."""
+    if "mask_rles" in instances:
+        return instances["mask_rles"]
     masks = instances["pred_masks"].detach().cpu().numpy()
     if "query_index" not in instances:
-        return _encode(masks)
+        return encode_bitmaps(masks)
     queries = instances["query_index"].tolist()
     first: dict[int, int] = {}  # query -> its first pair, in order of appearance
     for pair, query in enumerate(queries):
         first.setdefault(query, pair)
-    rles = dict(zip(first, _encode(masks[list(first.values())]), strict=True))
+    rles = dict(zip(first, encode_bitmaps(masks[list(first.values())]), strict=True))
     return [rles[query] for query in queries]
 
 
-def instances_to_results(instances: dict[str, torch.Tensor], image_id: int,
-                         category_ids: Sequence[int], masks: bool = True) -> list[dict]:
-    """COCO result dicts of one image's instances.
+@dataclass
+class CocoResults:
+    """COCO results of many detections, as columns: ``image_ids``, ``category_ids`` (dataset
+    ids), ``boxes (n, 4)`` float64 ``[x, y, w, h]`` pixels, ``scores``; with masks,
+    ``segmentations`` (n RLE dicts; a query's pairs share one: read it, do not edit it) and
+    ``mask_boxes (n, 4)``, each mask's tight ``[x, y, w, h]`` where the instances had them.
 
-    Args:
-        instances: ``scores (n,)``, ``pred_classes (n,)`` contiguous ids, ``pred_boxes
-            (n, 4)`` xyxy pixels and, for ``masks``, ``pred_masks (n, H, W)`` bool; pairs
-            with the same ``query_index`` (optional) must have the same mask: their results
-            share one RLE ``segmentation`` dict (read it, do not edit it).
-        category_ids: dataset category id of each contiguous class id.
+    hotcoco reads the columns as they are (no dict per detection); :meth:`to_dicts` gives
+    the result dicts of COCO's result files and the other backends.
     """
-    boxes = instances["pred_boxes"].detach().double().cpu()
-    xywh = torch.cat((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), dim=1).tolist()
-    scores = instances["scores"].detach().cpu().tolist()
-    classes = instances["pred_classes"].cpu().tolist()
-    rles = _encoded_pairs(instances) if masks else [None] * len(scores)
-    results = []
-    for box, score, label, rle in zip(xywh, scores, classes, rles, strict=True):
-        result = {"image_id": image_id, "category_id": int(category_ids[label]),
-                  "bbox": box, "score": float(score)}
-        if rle is not None:
-            result["segmentation"] = rle
-        results.append(result)
-    return results
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    segmentations: list[dict] | None = None
+    mask_boxes: np.ndarray | None = None
+
+    @classmethod
+    def from_instances(cls, instances: dict[str, torch.Tensor], image_id: int,
+                       category_ids: Sequence[int], masks: bool = True) -> CocoResults:
+        """Results of one image's instances: ``scores (n,)``, ``pred_classes (n,)``
+        contiguous ids, ``pred_boxes (n, 4)`` xyxy pixels and, for ``masks``,
+        ``pred_masks (n, H, W)`` bool or ``mask_rles`` (n RLE dicts) with ``mask_boxes``;
+        pairs with the same ``query_index`` (optional) must have the same mask: their
+        results share one RLE dict. ``category_ids``: the dataset id of each contiguous
+        class id."""
+        boxes = instances["pred_boxes"].detach().cpu().double().numpy()
+        labels = instances["pred_classes"].cpu().numpy()
+        mask_boxes = instances.get("mask_boxes") if masks else None
+        return cls(image_ids=np.full(len(labels), image_id, dtype=np.int64),
+                   category_ids=np.asarray(category_ids, dtype=np.int64)[labels],
+                   boxes=np.concatenate((boxes[:, :2], boxes[:, 2:] - boxes[:, :2]), axis=1),
+                   scores=instances["scores"].detach().cpu().double().numpy(),
+                   segmentations=_encoded_pairs(instances) if masks else None,
+                   mask_boxes=None if mask_boxes is None else mask_boxes.numpy())
+
+    @classmethod
+    def concat(cls, parts: Sequence[CocoResults]) -> CocoResults:
+        """One table of ``parts`` in order (an empty one, without masks, for no parts)."""
+        if not parts:
+            return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
+                       np.zeros(0))
+        def joined(name: str):
+            values = [getattr(part, name) for part in parts]
+            return None if any(v is None for v in values) else np.concatenate(values)
+        segmentations = None if any(p.segmentations is None for p in parts) else [
+            rle for part in parts for rle in part.segmentations]
+        return cls(joined("image_ids"), joined("category_ids"), joined("boxes"),
+                   joined("scores"), segmentations, joined("mask_boxes"))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def to_dicts(self, masks: bool = True) -> list[dict]:
+        """COCO result dicts (``image_id``, ``category_id``, ``bbox``, ``score`` and, with
+        ``masks`` and masks, ``segmentation``)."""
+        rles = self.segmentations if masks and self.segmentations is not None else None
+        results = [{"image_id": image, "category_id": category, "bbox": box, "score": score}
+                   for image, category, box, score in zip(
+                       self.image_ids.tolist(), self.category_ids.tolist(),
+                       self.boxes.tolist(), self.scores.tolist(), strict=True)]
+        if rles is not None:
+            for result, rle in zip(results, rles, strict=True):
+                result["segmentation"] = rle
+        return results
+
+    def array(self) -> np.ndarray:
+        """``(n, 7)`` float64 rows ``[image_id, x, y, w, h, score, category_id]`` (the
+        numpy results of pycocotools' ``loadNumpyAnnotations``)."""
+        return np.column_stack((self.image_ids, self.boxes, self.scores, self.category_ids)
+                               ).astype(np.float64)
+
+
+Results = list[dict] | CocoResults
 
 
 def _copies(entries: list[dict]) -> list[dict]:
@@ -120,16 +162,22 @@ def hotcoco_ground_truth(ground_truth: dict):
     return hotcoco.COCO(ground_truth)
 
 
-def hotcoco_evaluation(ground_truth, results: list[dict], iou_type: Literal["bbox", "segm"]):
+def hotcoco_evaluation(ground_truth, results: Results, iou_type: Literal["bbox", "segm"]):
     """A hotcoco ``COCOeval`` of ``results`` on ``ground_truth`` (a
     :func:`hotcoco_ground_truth`), ``evaluate()`` done: per-image matches, ready for
     :func:`summary` and :func:`tide_errors`."""
     import hotcoco
 
-    if iou_type == "bbox":  # a box evaluation must not read segmentations
-        results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
-    # no copies otherwise: hotcoco reads the entries into its own, leaving them as they were
-    evaluator = hotcoco.COCOeval(ground_truth, ground_truth.load_res(results), iou_type)
+    # a box evaluation must not read segmentations; no copies otherwise: hotcoco reads the
+    # entries into its own, leaving them as they were
+    if isinstance(results, CocoResults):  # each row has a box: areas are the boxes', as
+        detections = ground_truth.load_res(  # for result dicts with a bbox
+            results.array(), segmentation=results.segmentations if iou_type == "segm" else None)
+    else:
+        if iou_type == "bbox":
+            results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]
+        detections = ground_truth.load_res(results)
+    evaluator = hotcoco.COCOeval(ground_truth, detections, iou_type)
     evaluator.evaluate()
     return evaluator
 
@@ -151,17 +199,19 @@ def tide_errors(evaluator) -> dict[str, float]:
     return {error: float(found[error]) * 100 for error in TIDE_ERRORS}
 
 
-def coco_evaluate(ground_truth: dict, results: list[dict], iou_type: Literal["bbox", "segm"],
+def coco_evaluate(ground_truth: dict, results: Results, iou_type: Literal["bbox", "segm"],
                   backend: Backend = "hotcoco") -> dict[str, float]:
     """AP, AP50, AP75, APs, APm, APl (x 100) of ``results`` on a COCO-format dataset dict.
 
     No results gives zeros; the backends' printed summaries are silenced.
     """
-    if not results:
+    if not len(results):
         return dict.fromkeys(METRICS, 0.0)
     if backend == "hotcoco":
         return summary(hotcoco_evaluation(hotcoco_ground_truth(ground_truth), results,
                                           iou_type))
+    if isinstance(results, CocoResults):
+        results = results.to_dicts(masks=iou_type == "segm")
     # the other evaluators set keys on the entries they read (areas, converted masks): they
     # get copies of the entries, which is enough since they replace values instead of
     # editing them
@@ -213,12 +263,12 @@ def evaluate_model(model, dataset, batch_size: int = 1, backend: Backend = "hotc
 
     check_categories(model, dataset)
     coco = dataset.dataset
-    results: list[dict] = []
+    parts: list[CocoResults] = []
     for targets, prediction in predictions(model, dataset, batch_size, workers=workers,
                                            progress=progress, description="evaluate",
-                                           precision=precision, announce=announce):
-        for target, instances in zip(targets, prediction.instances, strict=True):
-            results.extend(instances_to_results(instances, target["image_id"],
-                                                coco.category_ids))
-    results = distributed.gather_lists(results)
+                                           precision=precision, announce=announce,
+                                           masks="rle"):
+        parts += [CocoResults.from_instances(instances, target["image_id"], coco.category_ids)
+                  for target, instances in zip(targets, prediction.instances, strict=True)]
+    results = CocoResults.concat(distributed.gather_lists(parts))
     return {iou: coco_evaluate(coco.data, results, iou, backend) for iou in ("bbox", "segm")}

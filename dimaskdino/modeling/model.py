@@ -18,7 +18,7 @@ from dimaskdino.engine.precision import (
 from dimaskdino.modeling.backbone import build_backbone
 from dimaskdino.modeling.box_ops import box_xyxy_to_cxcywh
 from dimaskdino.modeling.encoder import MaskDINOEncoder
-from dimaskdino.modeling.postprocess import instance_inference
+from dimaskdino.modeling.postprocess import MaskFormat, grouped_instance_inference
 from dimaskdino.modeling.predictor import DIMaskDINOPredictor, PredictorOutput
 from dimaskdino.modeling.preprocess import batch_images
 
@@ -111,7 +111,8 @@ class DIMaskDINO(nn.Module):
     @torch.no_grad()
     def predict(self, images: Sequence[torch.Tensor],
                 output_sizes: Sequence[tuple[int, int]] | None = None,
-                all_layers: bool = False, precision: str | Precision = "fp32") -> Prediction:
+                all_layers: bool = False, precision: str | Precision = "fp32",
+                masks: MaskFormat = "bitmap") -> Prediction:
         """Detect and segment ``images`` (uint8 ``(3, H_i, W_i)`` in ``config.input_format``).
 
         ``output_sizes`` (default: the input sizes) are the ``(H, W)`` the instances are
@@ -119,7 +120,8 @@ class DIMaskDINO(nn.Module):
         bf16 autocast for ``"bf16"`` and as :mod:`~dimaskdino.engine.precision` decides for
         ``"auto"`` (or a resolved :class:`Precision`); the predictions are float32 (or the
         model's dtype) either way. Without ``all_layers`` only the masks the last layer
-        needs are computed, as in the official evaluation.
+        needs are computed, as in the official evaluation. ``masks``: the instances' mask
+        format (see :func:`~dimaskdino.modeling.postprocess.instance_inference`).
         """
         mode = precision if isinstance(precision, Precision) else model_precision(precision,
                                                                                   self)
@@ -134,12 +136,9 @@ class DIMaskDINO(nn.Module):
         outputs = float32_predictions(outputs, INFERENCE_KEYS)
         last = outputs["layers"][-1]
         padded = tuple(batch.shape[-2:])
-        instances = [
-            instance_inference(last["pred_logits"][i], last["pred_masks"][i],
-                               last["pred_boxes"][i], padded, image_sizes[i],
-                               tuple(sizes_out[i]), self.config.detections_per_image)
-            for i in range(len(images))
-        ]
+        instances = grouped_instance_inference(
+            last["pred_logits"], last["pred_masks"], last["pred_boxes"], padded, image_sizes,
+            [tuple(size) for size in sizes_out], self.config.detections_per_image, masks)
         return Prediction(layers=outputs["layers"] if all_layers else [],
                           instances=instances, outputs=outputs, padded_size=padded,
                           image_sizes=image_sizes,

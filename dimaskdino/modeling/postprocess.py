@@ -3,54 +3,50 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
-import torch.nn.functional as F
 
 from dimaskdino.modeling.box_ops import box_cxcywh_to_xyxy
+from dimaskdino.ops.masks import binary_masks_and_scores, encode_mask_logits
 
 if TYPE_CHECKING:
     from dimaskdino.modeling.model import Prediction
 
+MaskFormat = Literal["bitmap", "rle"]
 
-def resize_masks(mask_logits: torch.Tensor, padded_size: tuple[int, int],
-                 image_size: tuple[int, int], output_size: tuple[int, int]) -> torch.Tensor:
-    """Mask logits at stride 4 of the padded batch -> logits at the output size.
 
-    Upsample bilinearly to the padded size, crop the image's area, resize bilinearly to the
-    output size (detectron2's ``sem_seg_postprocess``): ``(N, h, w)`` -> ``(N, H_out, W_out)``.
-    """
-    if mask_logits.shape[0] == 0:
-        return mask_logits.new_zeros((0, *output_size))
-    masks = F.interpolate(mask_logits[None], size=padded_size, mode="bilinear",
-                          align_corners=False)
-    masks = masks[..., : image_size[0], : image_size[1]]
-    if tuple(image_size) != tuple(output_size):  # a same-size bilinear resize is the identity
-        masks = F.interpolate(masks, size=output_size, mode="bilinear", align_corners=False)
-    return masks[0]
+def output_scale(padded_size: tuple[int, int], image_size: tuple[int, int],
+                 output_size: tuple[int, int]) -> list[float]:
+    """``[sx, sy, sx, sy]``: normalized coordinates of the padded batch -> pixels at the
+    output size."""
+    sx = padded_size[1] / image_size[1] * output_size[1]
+    sy = padded_size[0] / image_size[0] * output_size[0]
+    return [sx, sy, sx, sy]
 
 
 def boxes_to_output(boxes: torch.Tensor, padded_size: tuple[int, int],
                     image_size: tuple[int, int], output_size: tuple[int, int]) -> torch.Tensor:
-    """Normalized cxcywh of the padded batch ``(n, 4)`` -> xyxy pixels at the output size."""
-    scale = torch.tensor([padded_size[1] / image_size[1] * output_size[1],
-                          padded_size[0] / image_size[0] * output_size[0]],
-                         dtype=boxes.dtype, device=boxes.device).repeat(2)
-    return box_cxcywh_to_xyxy(boxes) * scale
+    """Normalized cxcywh of the padded batch ``(..., 4)`` -> xyxy pixels at the output size."""
+    return box_cxcywh_to_xyxy(boxes) * boxes.new_tensor(output_scale(padded_size, image_size,
+                                                                     output_size))
 
 
 def box_inference(logits: torch.Tensor, boxes: torch.Tensor, padded_size: tuple[int, int],
-                  image_size: tuple[int, int], output_size: tuple[int, int],
-                  topk: int = 100) -> dict:
-    """Detections of a stage that predicts no masks (DI's token interaction): the top
-    (query, class) pairs scored by class probability; keys as :func:`instance_inference`
-    without ``pred_masks``."""
-    scores, query_index, labels = _top_pairs(logits, topk)
-    return {"scores": scores, "pred_classes": labels,
-            "pred_boxes": boxes_to_output(boxes[query_index], padded_size, image_size,
-                                          output_size),
-            "query_index": query_index, "class_scores": scores}
+                  image_sizes: Sequence[tuple[int, int]],
+                  output_sizes: Sequence[tuple[int, int]], topk: int = 100) -> list[dict]:
+    """Detections of a stage that predicts no masks (DI's token interaction), for the B
+    images of a batch (``logits (B, Q, K)``, ``boxes (B, Q, 4)``, one image and output size
+    each): the top (query, class) pairs scored by class probability; keys as
+    :func:`instance_inference` without masks."""
+    scores, query_index, labels = _top_pairs(logits, topk)           # (B, n) each
+    kept = boxes.gather(1, query_index[..., None].expand(-1, -1, 4))  # (B, n, 4)
+    scale = boxes.new_tensor([output_scale(padded_size, image, output)
+                              for image, output in zip(image_sizes, output_sizes, strict=True)])
+    pred_boxes = box_cxcywh_to_xyxy(kept) * scale[:, None]
+    return [{"scores": scores[b], "pred_classes": labels[b], "pred_boxes": pred_boxes[b],
+             "query_index": query_index[b], "class_scores": scores[b]}
+            for b in range(len(image_sizes))]
 
 
 def _top_pairs(logits: torch.Tensor, topk: int
@@ -64,7 +60,8 @@ def _top_pairs(logits: torch.Tensor, topk: int
 
 def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: torch.Tensor,
                        padded_size: tuple[int, int], image_size: tuple[int, int],
-                       output_size: tuple[int, int], topk: int = 100) -> dict:
+                       output_size: tuple[int, int], topk: int = 100,
+                       masks: MaskFormat = "bitmap") -> dict:
     """The official instance inference for one image.
 
     Args:
@@ -74,82 +71,103 @@ def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: t
         padded_size, image_size, output_size: ``(H, W)`` of the padded batch, of the image
             inside it, and of the requested output.
         topk: pairs kept (``TEST.DETECTIONS_PER_IMAGE``).
+        masks: how the masks are returned: ``"bitmap"``, ``pred_masks``; ``"rle"``,
+            ``mask_rles`` and ``mask_boxes`` (what evaluation reads, made without
+            full-size masks by :func:`~dimaskdino.ops.masks.encode_mask_logits`).
 
     Returns:
         dict with ``scores (n,)`` = class probability x mean mask probability inside the
         mask, ``pred_classes (n,)``, ``pred_boxes (n, 4)`` xyxy in output pixels,
-        ``pred_masks (n, H_out, W_out)`` bool, ``query_index (n,)``, ``class_scores (n,)``;
-        ordered by descending class probability.
+        ``query_index (n,)``, ``class_scores (n,)``, ordered by descending class
+        probability, and either ``pred_masks (n, H_out, W_out)`` bool or ``mask_rles``
+        (n COCO RLE dicts; the pairs of one query share one dict: read it, do not edit
+        it) with ``mask_boxes (n, 4)`` float64, each mask's tight ``[x, y, w, h]``.
     """
     return stacked_instance_inference(logits[None], mask_logits[None], boxes[None],
-                                      padded_size, image_size, output_size, topk)[0]
+                                      padded_size, image_size, output_size, topk, masks)[0]
 
 
 def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
                                boxes: torch.Tensor, padded_size: tuple[int, int],
                                image_size: tuple[int, int], output_size: tuple[int, int],
-                               topk: int = 100) -> list[dict]:
+                               topk: int = 100, masks: MaskFormat = "bitmap") -> list[dict]:
     """:func:`instance_inference` of S predictions of one image at once (e.g. its decoder
     layers): ``logits (S, Q, K)``, ``mask_logits (S, Q, h, w)``, ``boxes (S, Q, 4)`` -> S
     dicts.
 
     A query kept with several classes has one mask: each kept query's mask is resized,
-    thresholded and scored once (in chunks of bounded memory) and shared by its pairs.
+    thresholded and scored (or encoded) once and shared by its pairs.
     """
     stages, queries, _ = logits.shape
     class_scores, query_index, labels = _top_pairs(logits, topk)    # (S, n) each
     stage = torch.arange(stages, device=logits.device)[:, None]
     kept, pair_mask = torch.unique(stage * queries + query_index, return_inverse=True)
-    binary, mask_scores = _binary_masks_and_scores(mask_logits.flatten(0, 1)[kept],
-                                                   padded_size, image_size, output_size)
+    kept_logits = mask_logits.flatten(0, 1)[kept]
+    if masks == "rle":
+        encoded = encode_mask_logits(kept_logits, padded_size, image_size, output_size)
+        mask_scores = encoded.scores
+    else:
+        binary, mask_scores = binary_masks_and_scores(kept_logits, padded_size, image_size,
+                                                      output_size)
     pred_boxes = boxes_to_output(boxes[stage, query_index], padded_size, image_size,
                                  output_size)
-    return [{
-        "scores": class_scores[s] * mask_scores[pair_mask[s]],
-        "pred_classes": labels[s],
-        "pred_boxes": pred_boxes[s],
-        "pred_masks": binary[pair_mask[s]],
-        "query_index": query_index[s],
-        "class_scores": class_scores[s],
-    } for s in range(stages)]
-
-
-def layer_instances(pred: Prediction, image: int, layers: Sequence[int],
-                    topk: int = 100) -> dict[int, dict]:
-    """:func:`instance_inference` of ``layers`` of image ``image`` of ``pred`` (predicted
-    with ``all_layers``): the inner layers post-processed together
-    (:func:`stacked_instance_inference`), the last one as the model reported it (what
-    ``dimask eval`` scores)."""
-    last = len(pred.layers) - 1
-    inner = [layer for layer in layers if layer != last]
-    found = {}
-    if inner:
-        stacked = (torch.stack([pred.layers[layer][key][image] for layer in inner])
-                   for key in ("pred_logits", "pred_masks", "pred_boxes"))
-        found = dict(zip(inner, stacked_instance_inference(
-            *stacked, pred.padded_size, pred.image_sizes[image], pred.output_sizes[image],
-            topk), strict=True))
-    if last in layers:
-        found[last] = pred.instances[image]
+    found = []
+    for s in range(stages):
+        instances = {"scores": class_scores[s] * mask_scores[pair_mask[s]],
+                     "pred_classes": labels[s], "pred_boxes": pred_boxes[s],
+                     "query_index": query_index[s], "class_scores": class_scores[s]}
+        if masks == "rle":
+            pairs = pair_mask[s].tolist()
+            instances["mask_rles"] = [encoded.rles[k] for k in pairs]
+            instances["mask_boxes"] = encoded.boxes[pair_mask[s].cpu()]
+        else:
+            instances["pred_masks"] = binary[pair_mask[s]]
+        found.append(instances)
     return found
 
 
-def _binary_masks_and_scores(mask_logits: torch.Tensor, padded_size: tuple[int, int],
-                             image_size: tuple[int, int], output_size: tuple[int, int],
-                             chunk_elements: int = 1 << 22) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(N, h, w)`` stride-4 logits -> masks ``(N, H_out, W_out)`` bool (logit > 0) and
-    mask scores ``(N,)`` = mean probability inside the mask, resized ``chunk_elements``
-    output pixels at a time so that the float intermediates stay small."""
-    count = mask_logits.shape[0]
-    binary = torch.empty((count, *output_size), dtype=torch.bool, device=mask_logits.device)
-    scores = mask_logits.new_empty(count)
-    step = max(1, chunk_elements // max(1, output_size[0] * output_size[1]))
-    for start in range(0, count, step):
-        masks = resize_masks(mask_logits[start:start + step], padded_size, image_size,
-                             output_size)
-        inside = torch.gt(masks, 0, out=binary[start:start + step])  # no bool temporary
-        inside = inside.to(masks.dtype)  # float 0 / 1: several times faster than bool math
-        area = inside.flatten(1).sum(1)  # exact: sums of ones
-        scores[start:start + step] = (masks.sigmoid_().mul_(inside).flatten(1).sum(1)
-                                      / (area + 1e-6))
-    return binary, scores
+def grouped_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
+                               boxes: torch.Tensor, padded_size: tuple[int, int],
+                               image_sizes: Sequence[tuple[int, int]],
+                               output_sizes: Sequence[tuple[int, int]], topk: int = 100,
+                               masks: MaskFormat = "bitmap") -> list[dict]:
+    """:func:`instance_inference` of N predictions in one padded batch (``logits (N, Q,
+    K)``, ``mask_logits (N, Q, h, w)``, ``boxes (N, Q, 4)``, an image and output size each):
+    those of one image and output size are post-processed together
+    (:func:`stacked_instance_inference`, one mask encoding for all)."""
+    groups: dict[tuple, list[int]] = {}
+    for n, sizes in enumerate(zip(image_sizes, output_sizes, strict=True)):
+        groups.setdefault((tuple(sizes[0]), tuple(sizes[1])), []).append(n)
+    found: list[dict] = [{}] * len(image_sizes)
+    for (image, output), members in groups.items():
+        index = torch.tensor(members, device=logits.device)
+        stacked = stacked_instance_inference(logits[index], mask_logits[index], boxes[index],
+                                             padded_size, image, output, topk, masks)
+        for n, instances in zip(members, stacked, strict=True):
+            found[n] = instances
+    return found
+
+
+def layer_instances(pred: Prediction, layers: Sequence[int], topk: int = 100,
+                    masks: MaskFormat = "bitmap") -> list[dict[int, dict]]:
+    """:func:`instance_inference` of ``layers`` of every image of ``pred`` (predicted with
+    ``all_layers`` and, for the last layer, with ``masks``) -> per image ``{layer:
+    instances}``: the inner layers of all images post-processed together
+    (:func:`grouped_instance_inference`), the last one as the model reported it (what
+    ``dimask eval`` scores)."""
+    last = len(pred.layers) - 1
+    inner = [layer for layer in layers if layer != last]
+    images = len(pred.image_sizes)
+    found: list[dict[int, dict]] = [{} for _ in range(images)]
+    if inner:
+        stacked = (torch.cat([pred.layers[layer][key] for layer in inner])
+                   for key in ("pred_logits", "pred_masks", "pred_boxes"))  # layer-major
+        every = grouped_instance_inference(*stacked, pred.padded_size,
+                                           pred.image_sizes * len(inner),
+                                           pred.output_sizes * len(inner), topk, masks)
+        for k, instances in enumerate(every):
+            found[k % images][inner[k // images]] = instances
+    if last in layers:
+        for image in range(images):
+            found[image][last] = pred.instances[image]
+    return [dict(sorted(f.items())) for f in found]

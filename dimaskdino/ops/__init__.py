@@ -1,9 +1,10 @@
-"""Multi-scale deformable attention: one op, three backends, and the attention layer.
+"""Compiled ops: multi-scale deformable attention and the mask encoder.
 
 ``ms_deform_attn`` dispatches to the C++ CPU kernel, the CUDA kernel or the
 pure-PyTorch reference (see its docstring); ``MSDeformAttn`` is the layer the
-encoder and decoder use. ``dimask build-ops`` compiles the kernels
-ahead of first use.
+encoder and decoder use. :mod:`dimaskdino.ops.masks` turns stride-4 mask logits
+into full-size masks or, through a C++ kernel, straight into COCO RLEs.
+``dimask build-ops`` compiles the kernels ahead of first use.
 """
 
 from dimaskdino.ops.build import ExtensionBuildError

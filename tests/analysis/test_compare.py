@@ -4,6 +4,7 @@ intervals around their deltas; mismatched probes are one error line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -15,10 +16,10 @@ from dimaskdino.analysis.compare import bootstrap_weights, matches, weighted_ap
 from dimaskdino.analysis.probe import COLUMNS, ProbeResult, save_probe
 from dimaskdino.cli import app
 from dimaskdino.engine.evaluator import (
+    CocoResults,
     coco_evaluate,
     hotcoco_evaluation,
     hotcoco_ground_truth,
-    instances_to_results,
 )
 from tests.engine.test_evaluator import make_dataset
 
@@ -44,7 +45,7 @@ def resampled(gt: dict, results: list[dict], counts) -> tuple[dict, list[dict]]:
 def test_weighted_ap_is_the_ap_of_the_resampled_images(iou_type, seed):
     gt, predictions = make_dataset(seed)
     results = [r for p in predictions for r in
-               instances_to_results(p["instances"], p["image_id"], [3, 7])]
+               CocoResults.from_instances(p["instances"], p["image_id"], [3, 7]).to_dicts()]
     weights = np.vstack([np.ones(3), bootstrap_weights(3, 6, seed)])
     found = weighted_ap(matches(hotcoco_evaluation(hotcoco_ground_truth(gt), results,
                                                    iou_type)), weights)
@@ -60,11 +61,11 @@ def test_bootstrap_weights_draw_every_image_count_once_per_replicate():
     assert np.array_equal(weights, bootstrap_weights(7, 50, seed=3))
 
 
-def many_images(shift: int = 0) -> tuple[dict, dict[int, list[dict]]]:
+def many_images(shift: int = 0) -> tuple[dict, dict[int, CocoResults]]:
     """Fifteen images (make_dataset of seeds 0..4) and two layers of results; ``shift``
     moves the boxes and masks' results of layer 1 by that many pixels (a worse model)."""
     gt = {"images": [], "annotations": [], "categories": None}
-    layers: dict[int, list[dict]] = {0: [], 1: []}
+    layers: dict[int, list[CocoResults]] = {0: [], 1: []}
     for seed in range(5):
         part, predictions = make_dataset(seed)
         offset = 3 * seed
@@ -74,10 +75,11 @@ def many_images(shift: int = 0) -> tuple[dict, dict[int, list[dict]]]:
                                "id": len(gt["annotations"]) + i + 1}
                               for i, a in enumerate(part["annotations"])]
         for p in predictions:
-            found = instances_to_results(p["instances"], p["image_id"] + offset, [3, 7])
-            layers[0] += found
-            layers[1] += [{**r, "bbox": [r["bbox"][0] + shift, *r["bbox"][1:]]} for r in found]
-    return gt, layers
+            found = CocoResults.from_instances(p["instances"], p["image_id"] + offset, [3, 7])
+            layers[0].append(found)
+            moved = found.boxes + np.array([shift, 0, 0, 0])
+            layers[1].append(dataclasses.replace(found, boxes=moved))
+    return gt, {layer: CocoResults.concat(parts) for layer, parts in layers.items()}
 
 
 def write_probe(folder, annotation_file, gt, layers) -> None:

@@ -26,9 +26,9 @@ from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
 from dimaskdino.engine.evaluator import (
     METRICS,
+    CocoResults,
     coco_evaluate,
     evaluate_model,
-    instances_to_results,
 )
 from dimaskdino.engine.inference import predictions
 from dimaskdino.engine.trainer import Trainer
@@ -299,10 +299,12 @@ def test_bad_input(trained, golden_fixtures, tmp_path):
 
 
 def test_probe_equals_a_per_layer_reference(tmp_path):
-    """The probe's detections (exported as they are) and APs are bitwise those of a direct
-    computation: every layer of every image on its own through ``instance_inference``, every
-    pair's mask encoded by itself, each layer scored by ``coco_evaluate``. Random weights
-    keep every layer's top pairs; images resized for the model (output != input size)."""
+    """The probe's detections (exported as they are) and APs are those of a direct
+    computation: every layer of every image on its own through ``instance_inference`` with
+    full-size bool masks, every pair's mask encoded by itself, each layer scored by
+    ``coco_evaluate``; the same boxes, classes and RLEs, mask scores within float32
+    rounding (the encoder sums them in float64). Random weights keep every layer's top
+    pairs; images resized for the model (output != input size)."""
     paths = write_synthetic_dataset(tmp_path / "data", SyntheticSpec(
         num_train=1, num_val=3, height=80, width=112, max_objects=4, seed=2))
     annotations, images = paths["val"]
@@ -321,10 +323,16 @@ def test_probe_equals_a_per_layer_reference(tmp_path):
                     "pred_logits", "pred_masks", "pred_boxes")), *sizes,
                     config.model.detections_per_image)
                 del found["query_index"]  # no sharing: every pair's mask encoded alone
-                reference[layer] += instances_to_results(found, target["image_id"],
-                                                         dataset.dataset.category_ids)
-    assert json.dumps(result.results) == json.dumps(reference)
-    shared = [r["segmentation"] for r in result.results[0]]
+                reference[layer] += CocoResults.from_instances(
+                    found, target["image_id"], dataset.dataset.category_ids).to_dicts()
+    exported = {layer: found.to_dicts() for layer, found in result.results.items()}
+    for layer, want in reference.items():
+        got = exported[layer]
+        assert [{k: v for k, v in r.items() if k != "score"} for r in got] == [
+            {k: v for k, v in r.items() if k != "score"} for r in want]
+        assert [r["score"] for r in got] == pytest.approx([r["score"] for r in want],
+                                                          rel=1e-6, abs=1e-9)
+    shared = result.results[0].segmentations
     assert len({id(s) for s in shared}) < len(shared)  # the case sharing speeds up occurs
     ground_truth = json.loads(annotations.read_text())
     table = result.table.set_index(["layer", "task"])

@@ -27,9 +27,12 @@ def test_help_lists_commands():
 
 
 def test_build_ops_reports_the_cached_kernel(cpu_kernel_path):
+    from dimaskdino.ops.build import load_mask_extension
+
     result = runner.invoke(app, ["build-ops"])
     assert result.exit_code == 0
     assert cpu_kernel_path in result.output
+    assert f"mask encoder: {load_mask_extension().__file__}" in result.output
 
 
 def test_build_ops_without_compiler_is_one_line_and_nonzero(tmp_path):

@@ -14,12 +14,12 @@ from dimaskdino.config import ConfigError
 from dimaskdino.engine.evaluator import (
     METRICS,
     TIDE_ERRORS,
+    CocoResults,
     check_backend,
     coco_evaluate,
     encode_masks,
     hotcoco_evaluation,
     hotcoco_ground_truth,
-    instances_to_results,
     summary,
     tide_errors,
 )
@@ -94,7 +94,7 @@ def test_backends_agree_with_pycocotools(iou_type, backend, tolerance, seed):
     """hotcoco (the default) scores exactly like pycocotools; faster-coco-eval within 0.1."""
     gt, predictions = make_dataset(seed)
     results = [r for p in predictions for r in
-               instances_to_results(p["instances"], p["image_id"], [3, 7])]
+               CocoResults.from_instances(p["instances"], p["image_id"], [3, 7]).to_dicts()]
     fast = coco_evaluate(gt, results, iou_type, backend=backend)
     reference = coco_evaluate(gt, results, iou_type, backend="pycocotools")
     assert list(fast) == list(METRICS)
@@ -111,7 +111,7 @@ def test_evaluation_leaves_its_inputs_as_they_were(backend):
     gt, predictions = make_dataset()
     gt["annotations"][0]["segmentation"] = [[10.0, 10.0, 30.0, 10.0, 30.0, 25.0]]  # a polygon
     results = [r for p in predictions for r in
-               instances_to_results(p["instances"], p["image_id"], [3, 7])]
+               CocoResults.from_instances(p["instances"], p["image_id"], [3, 7]).to_dicts()]
     gt_before, results_before = copy.deepcopy(gt), copy.deepcopy(results)
     first = {iou: coco_evaluate(gt, results, iou, backend) for iou in ("segm", "bbox")}
     assert gt == gt_before and results == results_before
@@ -120,7 +120,7 @@ def test_evaluation_leaves_its_inputs_as_they_were(backend):
 
 def test_results_carry_dataset_ids_and_xywh_boxes():
     _, predictions = make_dataset()
-    results = instances_to_results(predictions[0]["instances"], 1, [3, 7])
+    results = CocoResults.from_instances(predictions[0]["instances"], 1, [3, 7]).to_dicts()
     assert {r["category_id"] for r in results} == {3, 7}
     x0, y0, x1, y1 = predictions[0]["instances"]["pred_boxes"][0].tolist()
     assert results[0]["bbox"] == [x0, y0, x1 - x0, y1 - y0]
@@ -171,9 +171,9 @@ def test_pairs_of_one_query_share_one_encoded_mask():
                  "pred_classes": torch.tensor([0, 1, 1, 0, 0]),
                  "pred_boxes": torch.tensor([[1.0, 2.0, 9.0, 7.0]] * 5),
                  "pred_masks": masks[[0, 1, 0, 2, 1]], "query_index": query_index}
-    shared = instances_to_results(instances, 5, [3, 7])
-    alone = instances_to_results({k: v for k, v in instances.items() if k != "query_index"},
-                                 5, [3, 7])
+    shared = CocoResults.from_instances(instances, 5, [3, 7]).to_dicts()
+    alone = CocoResults.from_instances({k: v for k, v in instances.items() if k != "query_index"},
+                                 5, [3, 7]).to_dicts()
     assert shared == alone
     assert shared[0]["segmentation"] is shared[2]["segmentation"]
     assert shared[1]["segmentation"] is shared[4]["segmentation"]

@@ -11,7 +11,7 @@ from dimaskdino.modeling.box_ops import (
     inverse_sigmoid,
     mask_logits_to_boxes,
 )
-from dimaskdino.modeling.postprocess import resize_masks
+from dimaskdino.ops.masks import resize_masks
 
 
 def test_a_full_mask_gives_the_whole_image_under_bitmask():

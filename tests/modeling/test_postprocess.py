@@ -4,11 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dimaskdino.modeling.postprocess import (
-    _binary_masks_and_scores,
-    instance_inference,
-    stacked_instance_inference,
-)
+from dimaskdino.modeling.postprocess import instance_inference, stacked_instance_inference
+from dimaskdino.ops.masks import binary_masks_and_scores
 
 
 def direct_inference(logits, mask_logits, boxes, padded, image, output, topk):
@@ -61,9 +58,9 @@ def test_stacked_inference_equals_pair_by_pair(output):
 def test_mask_chunks_do_not_change_the_result():
     torch.manual_seed(1)
     mask_logits = torch.randn(7, 8, 10)
-    whole = _binary_masks_and_scores(mask_logits, (32, 40), (30, 37), (45, 50))
+    whole = binary_masks_and_scores(mask_logits, (32, 40), (30, 37), (45, 50))
     for elements in (1, 45 * 50 * 2, 45 * 50 * 3 + 1):
-        chunked = _binary_masks_and_scores(mask_logits, (32, 40), (30, 37), (45, 50),
+        chunked = binary_masks_and_scores(mask_logits, (32, 40), (30, 37), (45, 50),
                                            chunk_elements=elements)
         assert torch.equal(chunked[0], whole[0])
         assert torch.equal(chunked[1], whole[1])

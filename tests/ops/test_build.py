@@ -40,6 +40,12 @@ def test_cache_key_follows_sources_and_flags():
     assert key != build._digest(build.CUDA_SOURCES, build.CPU_CFLAGS)
 
 
+def test_each_extension_depends_on_the_headers_it_includes():
+    assert build.included_headers(build.CPU_SOURCES) == ("bilinear.h", "ms_deform_attn.h")
+    assert build.included_headers(build.CUDA_SOURCES) == ("bilinear.h", "ms_deform_attn.h")
+    assert build.included_headers(build.MASK_SOURCES) == ("mask_rle.h",)
+
+
 def test_two_checkouts_of_the_same_sources_build_from_the_same_paths(monkeypatch, tmp_path):
     """ninja keys rules by absolute path: the build reads staged copies, so a second
     checkout (e.g. a git worktree) reuses the first one's cached build."""
@@ -52,7 +58,7 @@ def test_two_checkouts_of_the_same_sources_build_from_the_same_paths(monkeypatch
         staged.append(build.stage_sources(folder, build.CPU_SOURCES))
     assert staged[0] == staged[1]
     assert all(path.is_relative_to(tmp_path / "cache") for path in staged[0])
-    for name in build.CPU_SOURCES + build.HEADERS:
+    for name in build.CPU_SOURCES + build.included_headers(build.CPU_SOURCES):
         assert (staged[0][0].parent / name).read_text() == (build.CSRC / name).read_text()
 
 
