@@ -169,10 +169,11 @@ def hotcoco_evaluation(ground_truth, results: Results, iou_type: Literal["bbox",
     import hotcoco
 
     # a box evaluation must not read segmentations; no copies otherwise: hotcoco reads the
-    # entries into its own, leaving them as they were
-    if isinstance(results, CocoResults):  # each row has a box: areas are the boxes', as
-        detections = ground_truth.load_res(  # for result dicts with a bbox
-            results.array(), segmentation=results.segmentations if iou_type == "segm" else None)
+    # entries into its own, leaving them as they were. Array rows have a box, so their
+    # areas are the boxes', as for result dicts with a bbox.
+    if isinstance(results, CocoResults):
+        masks = results.segmentations if iou_type == "segm" else None
+        detections = ground_truth.load_res(results.array(), segmentation=masks)
     else:
         if iou_type == "bbox":
             results = [{k: v for k, v in r.items() if k != "segmentation"} for r in results]

@@ -35,29 +35,29 @@ class ColumnResizer {
   ColumnResizer(const AxisTaps& rows, const AxisTaps& cols, const float* logits, int64_t low_w)
       : rows_(rows), cols_(cols), logits_(logits), low_w_(low_w) {}
 
-  // Resized logits of output column `p` at output rows [o_lo, o_hi] -> values[0..].
-  void column(int64_t p, int64_t o_lo, int64_t o_hi, std::vector<float>& values) {
+  // Resized logits of output column `p` at output rows [o_lo, o_hi]: a pointer to
+  // o_hi - o_lo + 1 values, valid until the next call (no copies where a stage is the
+  // identity).
+  const float* column(int64_t p, int64_t o_lo, int64_t o_hi) {
     const LinearTap& across = cols_.second[p];
     const int64_t i_lo = rows_.second[o_lo].index0, i_hi = rows_.second[o_hi].index1;
     intermediate(across.index0, i_lo, i_hi, mid0_);
-    mix_.resize(i_hi - i_lo + 1);
-    if (cols_.identity) {
-      std::copy(mid0_.begin(), mid0_.end(), mix_.begin());
-    } else {
+    const float* mix = mid0_.data();  // the column at intermediate rows [i_lo, i_hi]
+    if (!cols_.identity) {
       intermediate(across.index1, i_lo, i_hi, mid1_);
+      mix_.resize(i_hi - i_lo + 1);
       for (int64_t i = 0; i <= i_hi - i_lo; ++i)
         mix_[i] = mid0_[i] * across.weight0 + mid1_[i] * across.weight1;
+      mix = mix_.data();
     }
-    values.resize(o_hi - o_lo + 1);
-    if (rows_.identity) {
-      std::copy(mix_.begin() + (o_lo - i_lo), mix_.begin() + (o_hi - i_lo + 1), values.begin());
-      return;
-    }
+    if (rows_.identity) return mix + (o_lo - i_lo);
+    values_.resize(o_hi - o_lo + 1);
     for (int64_t o = o_lo; o <= o_hi; ++o) {
       const LinearTap& down = rows_.second[o];
-      values[o - o_lo] = mix_[down.index0 - i_lo] * down.weight0 +
-                         mix_[down.index1 - i_lo] * down.weight1;
+      values_[o - o_lo] = mix[down.index0 - i_lo] * down.weight0 +
+                          mix[down.index1 - i_lo] * down.weight1;
     }
+    return values_.data();
   }
 
  private:
@@ -82,7 +82,7 @@ class ColumnResizer {
   const AxisTaps& cols_;
   const float* logits_;
   int64_t low_w_;
-  std::vector<float> low_, mid0_, mid1_, mix_;
+  std::vector<float> low_, mid0_, mid1_, mix_, values_;
 };
 
 // Where a column-major binary mask flips, zeros first (COCO's convention): the
@@ -152,7 +152,6 @@ struct Encoded {
 // Buffers one thread reuses from mask to mask.
 struct Scratch {
   std::vector<int64_t> top, bottom;
-  std::vector<float> values;
   Flips flips;
 };
 
@@ -185,7 +184,6 @@ class MaskEncoder {
     Flips& flips = scratch.flips;
     flips.reset();
     ColumnResizer resizer(rows_, cols_, logits, s_.low_w);
-    std::vector<float>& values = scratch.values;
     const int64_t p_end = j_last < 0 ? -1 : cols_.reach_end[j_last];
     for (int64_t p = j_last < 0 ? 0 : cols_.reach_begin[j_first]; p <= p_end; ++p) {
       int64_t r_top = s_.low_h, r_bottom = -1;
@@ -196,9 +194,8 @@ class MaskEncoder {
       if (r_top > r_bottom) continue;
       const int64_t o_lo = rows_.reach_begin[r_top], o_hi = rows_.reach_end[r_bottom];
       if (o_lo > o_hi) continue;
-      resizer.column(p, o_lo, o_hi, values);
+      const float* v = resizer.column(p, o_lo, o_hi);
       const int64_t count = o_hi - o_lo + 1, start = p * s_.out_h + o_lo;
-      const float* v = values.data();
       float sum = 0.0f, area = 0.0f;  // area: exact, a column has far fewer than 2^24 pixels
 #pragma omp simd reduction(+ : sum, area)
       for (int64_t i = 0; i < count; ++i) {
@@ -225,9 +222,8 @@ class MaskEncoder {
   // Every resized logit of one mask -> out (out_h x out_w, row-major).
   void resize(const float* logits, float* out) const {
     ColumnResizer resizer(rows_, cols_, logits, s_.low_w);
-    std::vector<float> values;
     for (int64_t p = 0; p < s_.out_w; ++p) {
-      resizer.column(p, 0, s_.out_h - 1, values);
+      const float* values = resizer.column(p, 0, s_.out_h - 1);
       for (int64_t o = 0; o < s_.out_h; ++o) out[o * s_.out_w + p] = values[o];
     }
   }
