@@ -73,6 +73,29 @@ def torchvision_to_detectron2(state: Mapping[str, torch.Tensor]) -> dict[str, to
     return out
 
 
+# detectron2 names -> torchvision's, the inverse of _TORCHVISION_RULES (first match wins)
+_DETECTRON2_RULES = (
+    (r"^stem\.conv1\.norm\.", "bn1."),
+    (r"^stem\.conv1\.", "conv1."),
+    (r"^res(\d)\.", lambda m: f"layer{int(m.group(1)) - 1}."),
+    (r"\.conv(\d)\.norm\.", r".bn\1."),
+    (r"\.shortcut\.norm\.", ".downsample.1."),
+    (r"\.shortcut\.", ".downsample.0."),
+)
+
+
+def detectron2_to_torchvision(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a detectron2-layout ResNet state dict to torchvision's names (the inverse of
+    :func:`torchvision_to_detectron2`)."""
+    out = {}
+    for key, value in state.items():
+        name = key
+        for pattern, replacement in _DETECTRON2_RULES:
+            name = re.sub(pattern, replacement, name)
+        out[name] = value
+    return out
+
+
 def caffe2_to_detectron2(blobs: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Rename MSRA Caffe2 ResNet blobs (``res2_0_branch2a_w``...) to detectron2 names."""
     out = {}

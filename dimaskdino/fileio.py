@@ -37,13 +37,19 @@ def _write_error(path: Path, exc: OSError) -> WriteError:
                                  "it is left as it was")
 
 
-def _atomic(path: Path, write) -> None:
+def _temporary_beside(path: Path) -> str:
+    """A new empty file in ``path``'s folder (made if missing), or WriteError."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     except OSError as exc:
         raise _write_error(path, exc) from exc
     os.close(fd)
+    return tmp
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = _temporary_beside(path)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
@@ -93,3 +99,9 @@ def append_line(path: str | Path, line: str) -> None:
             raise _write_error(path, exc) from exc
     finally:
         os.close(fd)
+
+
+def check_writable(path: str | Path) -> None:
+    """WriteError now, before any work, where ``path`` could not be written later (its
+    folder cannot be made, or takes no new file)."""
+    Path(_temporary_beside(Path(path))).unlink()

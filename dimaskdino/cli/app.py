@@ -11,6 +11,7 @@ from dimaskdino.cli.compare import compare
 from dimaskdino.cli.data import data_app
 from dimaskdino.cli.demo import demo
 from dimaskdino.cli.errors import fail
+from dimaskdino.cli.pretrain import pretrain
 from dimaskdino.cli.probe import layer_probe
 from dimaskdino.cli.report import report
 from dimaskdino.cli.studies import run_ablation
@@ -24,6 +25,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("pretrain")(pretrain)
 app.command("train")(train)
 app.command("eval")(evaluate)
 app.command("layer-probe")(layer_probe)

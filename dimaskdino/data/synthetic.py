@@ -59,6 +59,22 @@ def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tu
     return [(cx + r * x, cy + r * y) for x, y in points]
 
 
+def draw_shape(rng: np.random.Generator, kind: str, cx: float, cy: float, radius: float,
+               canvases) -> list[tuple] | None:
+    """Draw one shape of ``kind`` centred at ``(cx, cy)`` on every ``(ImageDraw, fill)`` of
+    ``canvases``; its angle (polygons) or aspect ratio (ellipses) is drawn from ``rng``.
+    Returns the polygon's vertices, or None for round shapes."""
+    if kind in POLYGON_CLASSES:
+        polygon = _polygon(kind, cx, cy, radius, float(rng.uniform(0, 2 * math.pi)))
+        for draw, fill in canvases:
+            draw.polygon(polygon, fill=fill)
+        return polygon
+    ry = radius * (rng.uniform(0.4, 0.8) if kind == "ellipse" else 1.0)
+    for draw, fill in canvases:
+        draw.ellipse((cx - radius, cy - ry, cx + radius, cy + ry), fill=fill)
+    return None
+
+
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Smooth colour gradient + stripes + noise, (H, W, 3) uint8."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
@@ -85,16 +101,7 @@ def _render(rng: np.random.Generator, spec: SyntheticSpec):
         radius = float(np.exp(rng.uniform(np.log(4), np.log(min(height, width) * 0.35))))
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        if kind in POLYGON_CLASSES:
-            polygon = _polygon(kind, cx, cy, radius, float(rng.uniform(0, 2 * math.pi)))
-            draw.polygon(polygon, fill=colour)
-            draw_ids.polygon(polygon, fill=index + 1)
-        else:
-            ry = radius * (rng.uniform(0.4, 0.8) if kind == "ellipse" else 1.0)
-            box = (cx - radius, cy - ry, cx + radius, cy + ry)
-            polygon = None
-            draw.ellipse(box, fill=colour)
-            draw_ids.ellipse(box, fill=index + 1)
+        polygon = draw_shape(rng, kind, cx, cy, radius, ((draw, colour), (draw_ids, index + 1)))
         objects.append((kind, polygon))
     id_map = np.asarray(ids)
     annotations = []

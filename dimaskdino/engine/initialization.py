@@ -3,8 +3,9 @@
 * ``model.backbone_weights``: ImageNet weights of the ResNet (torchvision ``.pth``,
   detectron2 ``.pkl`` with detectron2 or Caffe2 names, see :mod:`dimaskdino.checkpoint`;
   the model's input and ``stride_in_1x1`` must fit the file's layout) or of the Swin
-  (the Swin repository's ``.pth``, MaskDINO's converted ``.pkl``). ``none`` trains from
-  scratch on purpose.
+  (the Swin repository's ``.pth``, MaskDINO's converted ``.pkl``); ``pretrained:NAME``,
+  dimask's own classification-pretrained backbone (:mod:`dimaskdino.engine.pretrain`,
+  built once and cached). ``none`` trains from scratch on purpose.
 * ``model.weights`` (+ ``model.weights_config``, the YAML of an official checkpoint): the
   whole model from a dimask training checkpoint or an official MaskDINO / DI-MaskDINO one.
   The tensors whose shapes follow the class count (:data:`CLASS_DEPENDENT`) keep the fresh
@@ -16,6 +17,7 @@ its errors) by broadcast, so every process starts from the same weights.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -42,6 +44,7 @@ from dimaskdino.config import (
 )
 from dimaskdino.data.specs import num_categories
 from dimaskdino.engine import distributed
+from dimaskdino.engine.pretrain import resolve_backbone_weights
 from dimaskdino.modeling.backbone import SwinTransformer
 from dimaskdino.modeling.model import DIMaskDINO
 
@@ -144,12 +147,16 @@ def load_starting_weights(model: DIMaskDINO) -> str | None:
         return load_model_weights(model, config.weights, config.weights_config)
     if config.backbone_weights in (None, "none"):
         return None
+    path = resolve_backbone_weights(config.backbone_weights,
+                                    announce=lambda line: print(line, file=sys.stderr))
     if isinstance(model.backbone, SwinTransformer):
-        load_swin_weights(model.backbone, config.backbone_weights)
+        load_swin_weights(model.backbone, path)
         layout = "Swin"
     else:
-        layout = load_backbone_weights(model.backbone, config.backbone_weights, config)
-    return (f"backbone initialised from {config.backbone_weights} ({layout} layout, "
+        layout = load_backbone_weights(model.backbone, path, config)
+    source = config.backbone_weights if path == config.backbone_weights else \
+        f"{config.backbone_weights} ({path})"
+    return (f"backbone initialised from {source} ({layout} layout, "
             f"{len(model.backbone.state_dict())} tensors)")
 
 

@@ -166,6 +166,15 @@ def _error_line(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
+def _prepare_backbones(jobs: list[CellJob], echo: Callable[[str], None]) -> None:
+    """Build the built-in pretrained backbones (``pretrained:NAME``) the cells start from
+    before the first cell, so that no cell's time includes it."""
+    from dimaskdino.engine.pretrain import resolve_backbone_weights
+
+    for weights in sorted({job.config().model.backbone_weights or "" for job in jobs}):
+        resolve_backbone_weights(weights, echo)
+
+
 def run_study(states: list[CellState], tracking_uri: str, out: Path, executor: str,
               params: dict[str, str], echo: Callable[[str], None], progress: bool = False,
               resources: SlurmResources | None = None) -> list[Outcome]:
@@ -204,6 +213,7 @@ def run_study(states: list[CellState], tracking_uri: str, out: Path, executor: s
         outcomes.append(Outcome(job, "done", run_id))
     errors: dict[str, str] = {}
     try:
+        _prepare_backbones([job for _, job, _ in pending], echo)
         if pending and executor == "local":
             errors = _run_local(pending, total, tracking_uri, progress, echo)
         elif pending:

@@ -105,6 +105,9 @@ def _digest(sources: tuple[str, ...], flags: tuple[str, ...]) -> str:
         h.update((CSRC / name).read_bytes())
     h.update(" ".join(flags).encode())
     h.update(torch.__version__.encode())
+    # the build links this environment's torch: environments (one venv per git worktree)
+    # that shared a folder rebuilt it over each other at every load
+    h.update(str(Path(torch.__file__).parent).encode())
     h.update(sys.version.encode())
     return h.hexdigest()[:16]
 
@@ -157,8 +160,8 @@ def stage_sources(build_dir: Path, sources: tuple[str, ...]) -> list[Path]:
     """Copies of ``sources`` and the headers in ``build_dir/src`` -> the sources' paths.
 
     The build reads these copies, not the checkout: ninja keys its rules by absolute path,
-    so two checkouts of the same sources (e.g. git worktrees) share one cached build
-    instead of each recompiling it."""
+    so two checkouts of the same sources (e.g. git worktrees) in one Python environment
+    share one cached build instead of each recompiling it."""
     folder = build_dir / "src"
     folder.mkdir(parents=True, exist_ok=True)
     for name in sources + included_headers(sources):
