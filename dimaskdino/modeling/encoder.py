@@ -17,6 +17,13 @@ name says little; the official code's arithmetic, with strides for res3..res5 + 
 The extras are ``input_proj.<n>``, ``input_proj.<n+1>``... (stride 64 first) in both orders;
 level embeddings and the attention's level axis follow the encoder order.
 
+With two or more extras the official encoder lists their sine positions as it builds them
+(stride 64 first) although their maps go in coarsest first, and adds the positions to the
+tokens row by row: the extras' tokens get position rows of other levels (high2low with
+strides ``[128, 64, ...]``: the stride-128 tokens get the first rows of the stride-64
+embedding). :func:`official_position_levels` reproduces that pairing; the ``positions``
+returned per level stay each level's own.
+
 Module names follow the official ``sem_seg_head.pixel_decoder`` so its weights load by key.
 """
 
@@ -148,17 +155,21 @@ class DeformableEncoder(nn.Module):
             layer.self_attn.reset_parameters()
         nn.init.normal_(self.level_embed)
 
-    def forward(self, maps: list[torch.Tensor]
+    def forward(self, maps: list[torch.Tensor], position_levels: list[int]
                 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """Encode maps ``(B, C, H_l, W_l)`` (no padding masks, as the official model runs).
 
-        Returns ``memory (B, S, C)``, the levels' sine positions (:func:`level_positions`,
+        ``position_levels[l]`` is the level whose sine positions the official code lists
+        l-th (:func:`official_position_levels`); the listed positions, each plus
+        ``level_embed[l]``, are added to the tokens row by row.
+
+        Returns ``memory (B, S, C)``, the levels' own sine positions (:func:`level_positions`,
         without level embeddings), ``spatial_shapes (L, 2)``, ``level_start_index (L,)``.
         """
         memory, spatial_shapes, level_start_index = flatten_levels(maps)
         positions = level_positions(maps)
-        pos = torch.cat([p + self.level_embed[level] for level, p in enumerate(positions)],
-                        dim=1)
+        pos = torch.cat([positions[source] + self.level_embed[level]
+                         for level, source in enumerate(position_levels)], dim=1)
         pos = pos.to(memory.dtype)  # bf16 autocast: queries of the tokens' dtype, no casts
         # every token looks from its own pixel centre on every level (valid ratios are 1)
         reference_points = pixel_centres(spatial_shapes.tolist(),  # fp32 under bf16 autocast
@@ -168,6 +179,18 @@ class DeformableEncoder(nn.Module):
         for layer in self.encoder.layers:
             memory = layer(memory, pos, reference_points, spatial_shapes, level_start_index)
         return memory, positions, spatial_shapes, level_start_index
+
+
+def official_position_levels(backbone_levels: int, extra_levels: int, low2high: bool
+                             ) -> list[int]:
+    """Per slot of the official encoder's position list, the encoder level whose sine
+    positions it holds: the level order with the extras' block reversed (their positions
+    are listed as built, finest first, their maps coarsest first). The identity with fewer
+    than two extras."""
+    levels = list(range(backbone_levels + extra_levels))
+    extras = slice(backbone_levels, None) if low2high else slice(0, extra_levels)
+    levels[extras] = levels[extras][::-1]
+    return levels
 
 
 class MaskDINOEncoder(nn.Module):
@@ -202,6 +225,8 @@ class MaskDINOEncoder(nn.Module):
             projections.append(input_projection(in_channels, dim, 3, stride=2))
             in_channels = dim
         self.input_proj = nn.ModuleList(projections)
+        self.position_levels = official_position_levels(
+            len(self.levels), config.total_levels - len(self.levels), self.low2high)
         for proj in self.input_proj:
             nn.init.xavier_uniform_(proj[0].weight)
             nn.init.zeros_(proj[0].bias)
@@ -231,7 +256,8 @@ class MaskDINOEncoder(nn.Module):
             extra = proj(extra)
             extras.insert(0, extra)  # coarsest first
         maps = maps + extras if self.low2high else extras + maps
-        memory, positions, spatial_shapes, level_start_index = self.transformer(maps)
+        memory, positions, spatial_shapes, level_start_index = self.transformer(
+            maps, self.position_levels)
         batch, dim = memory.shape[0], memory.shape[-1]
         outputs = [
             tokens.transpose(1, 2).reshape(batch, dim, int(h), int(w))

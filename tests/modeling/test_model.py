@@ -7,6 +7,7 @@ import torch
 
 from dimaskdino.checkpoint import CheckpointError, load_official
 from dimaskdino.config import ConfigError
+from tests.modeling.official_instances import assert_instances_match
 
 FIXTURES = ("dimaskdino_tiny", "maskdino_tiny", "maskdino_r50_3s_tiny", "maskdino_swin_tiny")
 ATOL = 1e-6
@@ -56,21 +57,8 @@ def test_selections_are_identical(official_run):
 
 def test_instances_match(official_run):
     _, model, got, want = official_run
-    classes = model.config.predictor.num_classes
-    for ours, theirs in zip(got.instances, want["instances"], strict=True):
-        flat = ours["query_index"] * classes + ours["pred_classes"]
-        order, official_order = flat.argsort(), theirs["flat_topk_indices"].argsort()
-        assert torch.equal(flat[order], theirs["flat_topk_indices"][official_order])
-        assert torch.equal(ours["pred_classes"][order], theirs["pred_classes"][official_order])
-        torch.testing.assert_close(ours["scores"][order], theirs["scores"][official_order],
-                                   rtol=0, atol=ATOL)
-        torch.testing.assert_close(ours["pred_boxes"][order],
-                                   theirs["pred_boxes_f64"][official_order], rtol=0, atol=ATOL)
-        masks, official = ours["pred_masks"][order], theirs["pred_masks"][official_order] > 0
-        assert masks.shape == official.shape
-        agreement = (masks == official).double().mean().item()
-        assert agreement >= 0.999, agreement
-        assert tuple(masks.shape[-2:]) == tuple(theirs["image_size"].tolist())
+    assert_instances_match(got.instances, want["instances"], model.config.predictor.num_classes,
+                           ATOL)
 
 
 def test_final_layer_only_prediction_gives_the_same_instances(official_run, golden_fixtures):
