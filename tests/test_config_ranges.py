@@ -201,6 +201,18 @@ def test_official_yaml_and_stored_configs_are_checked_through_the_cli(tmp_path):
     assert not out.exists()
 
 
+def test_a_split_without_images_is_refused_before_any_work(tmp_path):
+    (tmp_path / "images").mkdir()
+    empty = tmp_path / "empty.json"
+    empty.write_text('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}')
+    out = tmp_path / "run"
+    line = _one_line(runner.invoke(app, ["train", "--data", f"coco-json:{empty}:{tmp_path}/images",
+                                         "--out", str(out), "model.predictor.num_classes=1"]))
+    assert line == (f"error: {empty} lists no images (dataset coco-json:{empty}:{tmp_path}/images"
+                    ", train split): there is nothing to run on")
+    assert not out.exists()
+
+
 # fields whose every accepted value is cheap to train with (sizes and counts that scale the
 # work are left out: 10^9 of them is valid and slow)
 RUN_FIELDS = ["solver.seed", "solver.log_period", "solver.checkpoint_period",
