@@ -213,8 +213,10 @@ def check_ranges(config: Any) -> None:
         if valid is not None and not valid.accepts(value, config):
             known = [f"{name}={show(getattr(config, name))}"
                      for name in getattr(valid, "siblings", list)()]
-            raise RangeError(owner, spec.name, value,
-                             f"{valid}" + (f" ({', '.join(known)})" if known else ""))
+            note = spec.metadata.get("note")
+            raise RangeError(owner, spec.name, value, f"{valid}"
+                             + (f" ({', '.join(known)})" if known else "")
+                             + (f"; {note}" if note else ""))
 
 
 def _members(hint) -> tuple:

@@ -89,7 +89,8 @@ class PredictorConfig:
     # layer 0 (the official model), "ts2" the second-selected tokens, "ts1" the first-
     # selected tokens; "ti" the best encoder tokens is DI off (first_selected_queries=null)
     bato_guidance: str = ranged("qbal", one_of(*GUIDANCE),
-                                note="ts1 and ts2 need first_selected_queries")
+                                note="ts1 and ts2 need first_selected_queries; the paper's "
+                                "gui.=Ti is DI off (first_selected_queries=null)")
     # guiding-token generation (Tab. 6): guides = mask network + box (position) network of
     # the guiding queries; off: the guiding queries themselves
     guiding_token_generation: bool = True
