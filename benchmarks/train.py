@@ -151,7 +151,9 @@ def run_worker(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     config = preset("tiny", args.model)
-    overrides = [f"solver.max_iter={args.iters}", "solver.checkpoint_period=0",
+    inside = [step for step in config.solver.steps if step <= args.iters]  # the ones that run
+    overrides = [f"solver.max_iter={args.iters}", f"solver.steps={inside}",
+                 "solver.checkpoint_period=0",
                  "solver.eval_period=0", "data.synthetic.num_val=2", *args.set]
     if args.batch:
         overrides.append(f"solver.batch_size={args.batch}")

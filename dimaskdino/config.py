@@ -17,7 +17,24 @@ from pathlib import Path
 
 import yaml
 
-from dimaskdino.data.synthetic import SyntheticSpec
+from dimaskdino.config_ranges import (
+    NON_EMPTY_TEXT,
+    ConfigError,
+    Described,
+    OneOf,
+    RangeError,
+    above,
+    at_least,
+    between,
+    check_ranges,
+    each,
+    one_of,
+    range_rows,
+    ranged,
+    register_keys,
+)
+from dimaskdino.data.specs import is_dataset_spec
+from dimaskdino.data.synthetic import SEED_MAX, SyntheticSpec
 from dimaskdino.modeling.backbone import ResNetConfig, SwinConfig, backbone_from_official
 from dimaskdino.modeling.criterion import LossWeights
 from dimaskdino.modeling.encoder import EncoderConfig
@@ -56,10 +73,6 @@ OFFICIAL_DEFAULTS: dict = {
     "INPUT": {"FORMAT": "BGR"},
     "TEST": {"DETECTIONS_PER_IMAGE": 100},
 }
-
-
-class ConfigError(ValueError):
-    """An official config that cannot be read or describes an unsupported model."""
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -105,23 +118,26 @@ class ModelConfig:
         default_factory=lambda: ResNetConfig(stride_in_1x1=False))
     encoder: EncoderConfig | None = None  # None: derived from the backbone's shapes
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
-    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
-    input_format: str = "RGB"
-    size_divisibility: int = 32
-    detections_per_image: int = 100
+    pixel_mean: tuple[float, float, float] = ranged((123.675, 116.28, 103.53),
+                                                    each(between(0, 255)))
+    pixel_std: tuple[float, float, float] = ranged((58.395, 57.12, 57.375), each(above(0)))
+    input_format: str = ranged("RGB", one_of("RGB", "BGR"))
+    size_divisibility: int = ranged(32, at_least(1))
+    detections_per_image: int = ranged(100, at_least(1))
     # starting weights, loaded by the trainer before the first iteration (see
     # dimaskdino.engine.initialization): ImageNet weights of the backbone (a torchvision
     # .pth or detectron2 .pkl; "none": from scratch on purpose), or the whole model from a
     # dimask checkpoint or an official one (with its YAML, weights_config)
-    backbone_weights: str | None = None
-    weights: str | None = None
-    weights_config: str | None = None
+    backbone_weights: str | None = ranged(None, NON_EMPTY_TEXT)
+    weights: str | None = ranged(None, NON_EMPTY_TEXT)
+    weights_config: str | None = ranged(None, NON_EMPTY_TEXT)
 
     def __post_init__(self) -> None:
+        check_ranges(self)
         channels, strides = self.backbone.output_shapes()
         if self.encoder is None:
             self.encoder = EncoderConfig(in_channels=channels, in_strides=strides)
+            self._check_parts_agree()
             return
         # the encoder's inputs always follow the backbone (an override may change it)
         missing = set(self.encoder.in_channels) - set(channels)
@@ -130,6 +146,22 @@ class ModelConfig:
                               f"not output ({sorted(channels)})")
         self.encoder.in_channels = {f: channels[f] for f in self.encoder.in_channels}
         self.encoder.in_strides = {f: strides[f] for f in self.encoder.in_channels}
+        self._check_parts_agree()
+
+    def _check_parts_agree(self) -> None:
+        """The predictor reads the encoder's tokens, levels and mask features as they are;
+        the encoder's transformer reads backbone features it has."""
+        encoder, predictor = self.encoder, self.predictor
+        unread = sorted(set(encoder.transformer_in_features) - set(encoder.in_channels))
+        if unread:
+            raise RangeError(EncoderConfig, "transformer_in_features",
+                             encoder.transformer_in_features,
+                             f"some of the backbone's outputs {sorted(encoder.in_channels)}")
+        for ours, theirs in (("hidden_dim", "conv_dim"), ("mask_dim", "mask_dim"),
+                             ("levels", "total_levels")):
+            if getattr(predictor, ours) != getattr(encoder, theirs):
+                raise RangeError(PredictorConfig, ours, getattr(predictor, ours),
+                                 f"equal to model.encoder.{theirs} ({getattr(encoder, theirs)})")
 
     @property
     def name(self) -> str:
@@ -147,7 +179,9 @@ class ModelConfig:
             channels, strides = backbone.output_shapes()
             encoder = EncoderConfig.from_official(model, channels, strides)
             predictor = PredictorConfig.from_official(model)
-        except (KeyError, ValueError) as exc:
+        except RangeError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"unsupported official config: {exc}") from None
         return cls(
             backbone=backbone, encoder=encoder, predictor=predictor,
@@ -162,16 +196,23 @@ class ModelConfig:
 class DataConfig:
     """Where the images come from and how they are augmented (MaskDINO's LSJ)."""
 
-    dataset: str = "synthetic"               # a dataset spec (see dimaskdino.data.specs)
-    image_size: tuple[int, int] = (1024, 1024)  # LSJ crop (H, W)
-    min_scale: float = 0.1
-    max_scale: float = 2.0
+    # a dataset spec (see dimaskdino.data.specs)
+    dataset: str = ranged("synthetic", Described(
+        "a dataset spec: synthetic, coco:ROOT, bdd100k:ROOT, coco-json:ANN.json:IMAGE_DIR "
+        "or images:DIR", is_dataset_spec))
+    image_size: tuple[int, int] = ranged((1024, 1024), each(at_least(1)))  # LSJ crop (H, W)
+    min_scale: float = ranged(0.1, above(0))
+    max_scale: float = ranged(2.0, at_least("min_scale"))
     flip: bool = True
-    test_short: int = 800                    # evaluation resize: shorter side ...
-    test_max_size: int = 1333                # ... and the longer side's cap
-    test_batch_size: int = 1
-    workers: int = 2
+    # evaluation resize: shorter side (0: the images' own size) ...
+    test_short: int = ranged(800, at_least(0))
+    test_max_size: int = ranged(1333, at_least(1))  # ... and the longer side's cap
+    test_batch_size: int = ranged(1, at_least(1))
+    workers: int = ranged(2, at_least(0))
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")  # what they mean: dimaskdino/engine/precision.py
@@ -182,36 +223,37 @@ class SolverConfig:
     """AdamW with warm-up and a step schedule (detectron2's ``SOLVER``); ``batch_size`` is
     the global batch over all processes."""
 
-    batch_size: int = 16
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    backbone_multiplier: float = 0.1
-    max_iter: int = 88500
-    steps: tuple[int, ...] = (81125,)
-    gamma: float = 0.1
-    warmup_iters: int = 10
-    warmup_factor: float = 1.0
-    clip_norm: float = 0.01                  # full-model gradient clipping; 0 = off
+    batch_size: int = ranged(16, at_least(1))
+    lr: float = ranged(1e-4, at_least(0))  # 0 keeps the weights (AdamW's decay is lr x wd)
+    weight_decay: float = ranged(0.05, at_least(0))
+    backbone_multiplier: float = ranged(0.1, at_least(0))
+    max_iter: int = ranged(88500, at_least(1))
+    # iterations where the rate is multiplied by gamma
+    steps: tuple[int, ...] = ranged((81125,), each(between(1, "max_iter"), increasing=True))
+    gamma: float = ranged(0.1, above(0))
+    warmup_iters: int = ranged(10, at_least(0))
+    warmup_factor: float = ranged(1.0, between(0, 1))
+    # full-model gradient clipping; 0 = off
+    clip_norm: float = ranged(0.01, at_least(0))
     amp: bool = True                         # CUDA: fp16 AMP under precision auto
-    precision: str = "auto"                  # auto | fp32 | bf16 (engine/precision.py)
-    checkpoint_period: int = 5000
-    eval_period: int = 5000                  # 0 = only at the end
-    log_period: int = 20
-    seed: int = 0
+    # auto | fp32 | bf16 (engine/precision.py)
+    precision: str = ranged("auto", one_of(*PRECISIONS))
+    checkpoint_period: int = ranged(5000, at_least(0))  # 0 = only at the end
+    eval_period: int = ranged(5000, at_least(0))        # 0 = only at the end
+    log_period: int = ranged(20, at_least(1))
+    seed: int = ranged(0, between(0, SEED_MAX))
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not supported; choose one of "
-                             f"{', '.join(PRECISIONS)}")
+        check_ranges(self)
 
 
 @dataclass
 class LossConfig(LossWeights):
     """Loss weights (see :class:`LossWeights`) and the mask loss's point sampling."""
 
-    num_points: int = 12544
-    oversample: float = 3.0
-    importance: float = 0.75
+    num_points: int = ranged(12544, at_least(1))
+    oversample: float = ranged(3.0, at_least(1))     # candidates per point ...
+    importance: float = ranged(0.75, between(0, 1))  # ... and the share chosen by uncertainty
 
 
 @dataclass
@@ -222,7 +264,22 @@ class ExperimentConfig:
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    preset: str = ""
+    preset: str = ranged("", OneOf(lambda: ("", *PRESETS)))  # the preset it started from
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+register_keys(ExperimentConfig)
+
+
+def ranges_table() -> str:
+    """The README's table of every config key and its valid values (Markdown), made from
+    the ranges the fields state (``python -c 'from dimaskdino.config import ranges_table;
+    print(ranges_table())'``)."""
+    rows = ["| key | valid values |", "| --- | --- |"]
+    rows += [f"| `{key}` | {text} |" for key, text in range_rows(ExperimentConfig)]
+    return "\n".join(rows)
 
 
 def config_to_dict(config) -> dict:

@@ -37,10 +37,16 @@ def smallest_square(model: ModelConfig, tokens: int) -> int:
     """The smallest multiple of ``size_divisibility`` whose square image gives at least
     ``tokens`` encoder tokens."""
     step = max(model.size_divisibility, 1)
-    side = step
-    while encoder_tokens(model, side, side) < tokens:
-        side += step
-    return side
+    low, high = 0, 1  # in steps: low gives too few tokens, high enough (bisected, as
+    while encoder_tokens(model, high * step, high * step) < tokens:  # counts may be huge)
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        if encoder_tokens(model, middle * step, middle * step) >= tokens:
+            high = middle
+        else:
+            low = middle
+    return high * step
 
 
 def _test_size(config: ExperimentConfig) -> tuple[str, str, int, int] | None:

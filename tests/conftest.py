@@ -36,7 +36,7 @@ MICRO = [
     "data.synthetic.width=64", "data.synthetic.max_objects=3",
     "model.encoder.layers=1", "model.predictor.dec_layers=2", "model.predictor.num_queries=10",
     "model.predictor.first_selected_queries=20", "model.predictor.num_guiding_tokens=4",
-    "solver.batch_size=2", "solver.max_iter=8", "solver.checkpoint_period=4",
+    "solver.batch_size=2", "solver.max_iter=8", "solver.steps=[]", "solver.checkpoint_period=4",
     "solver.log_period=1", "loss.num_points=64", "model.backbone_weights=none",
 ]
 # a pretraining of a few steps on a few small images: a second

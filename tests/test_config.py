@@ -93,7 +93,7 @@ def test_overrides_are_typed_and_checked():
     from dimaskdino.config import apply_overrides, preset
 
     config = apply_overrides(preset("tiny"), [
-        "solver.max_iter=7", "solver.lr=1e-3", "data.image_size=[64, 96]",
+        "solver.max_iter=7", "solver.steps=[5]", "solver.lr=1e-3", "data.image_size=[64, 96]",
         "model.predictor.first_selected_queries=null", "model.predictor.num_guiding_tokens=null",
         "model.backbone.res2_out_channels=64"])
     assert config.solver.max_iter == 7 and config.solver.lr == 1e-3
@@ -105,7 +105,8 @@ def test_overrides_are_typed_and_checked():
                          ("solver.max_iter=2.5", "expected int"),
                          ("data.image_size=[64]", "expected 2 values"),
                          ("solver", "key=value"),
-                         ("model.backbone.depth=26", "depth 26")]:
+                         ("model.backbone.depth=26", "model.backbone.depth=26: must be one "
+                                                     "of 18, 34")]:
         with pytest.raises(ConfigError, match=message):
             apply_overrides(preset("tiny"), [bad])
     with pytest.raises(ConfigError, match="unknown preset 'huge'; choose one of tiny"):

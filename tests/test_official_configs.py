@@ -134,8 +134,10 @@ def test_every_official_instance_config_builds(name, tmp_path):
 
 @pytest.mark.parametrize(("section", "key", "value", "message"), [
     ("MaskDINO", "TWO_STAGE", False, "MaskDINO.TWO_STAGE False is not supported"),
-    ("MaskDINO", "INITIALIZE_BOX_TYPE", "grid", "INITIALIZE_BOX_TYPE 'grid' is not supported"),
-    ("SEM_SEG_HEAD", "FEATURE_ORDER", "mixed", "FEATURE_ORDER 'mixed' is not supported"),
+    ("MaskDINO", "INITIALIZE_BOX_TYPE", "grid",
+     "model.predictor.initialize_box_type='grid': must be one of"),
+    ("SEM_SEG_HEAD", "FEATURE_ORDER", "mixed", "model.encoder.feature_order='mixed': must be "
+                                               "one of 'low2high', 'high2low'"),
     ("SEM_SEG_HEAD", "NORM", "BN", "SEM_SEG_HEAD.NORM 'BN' is not supported"),
 ])
 def test_unsupported_options_are_named_with_their_value(section, key, value, message,

@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from dimaskdino.analysis.consistency import consistency_summary
+from dimaskdino.config_ranges import ConfigError
 from dimaskdino.data.coco import DatasetError
 from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.engine import distributed
@@ -143,14 +144,15 @@ def probe_layers(model: DIMaskDINO, dataset: EvaluationImages, layers: list[int]
     """Probe ``layers`` (default: all, 0..L) of ``model`` on ``dataset`` (one without
     annotations: consistency only, category ids 1..C), predicting in ``precision``
     (``announce``: see :func:`~dimaskdino.engine.inference.predictions`)."""
+    last = model.config.predictor.dec_layers
+    layers = list(range(last + 1)) if layers is None else sorted(set(layers))
+    if not layers or any(not 0 <= layer <= last for layer in layers):
+        raise ConfigError(f"--layers {','.join(map(str, layers)) or '(none)'}: layers must lie "
+                          f"in 0..{last} (at least one) for a model with {last} decoder layers")
     labelled = dataset.dataset.has_annotations
     if labelled:
         check_categories(model, dataset)
         _check_masks(dataset)
-    last = model.config.predictor.dec_layers
-    layers = list(range(last + 1)) if layers is None else sorted(set(layers))
-    if any(not 0 <= layer <= last for layer in layers):
-        raise ValueError(f"layers must lie in 0..{last} for a model with {last} decoder layers")
     category_ids = (dataset.dataset.category_ids if labelled else
                     range(1, model.config.predictor.num_classes + 1))
     topk = model.config.detections_per_image

@@ -16,7 +16,7 @@ out = Console(soft_wrap=True)
 
 data_app = typer.Typer(
     help="Prepare and check datasets (specs: synthetic, coco:ROOT, bdd100k:ROOT, "
-         "coco-json:ANN.json:IMAGE_DIR).",
+         "coco-json:ANN.json:IMAGE_DIR, images:DIR).",
     no_args_is_help=True,
 )
 
@@ -55,10 +55,35 @@ def prepare_bdd100k_command(
         out.print(f"{split}: {row['annotation_file']}", markup=False, highlight=False)
 
 
+def summary_table(spec: str, split: str, report) -> Table:
+    """The counts of a :class:`~dimaskdino.data.check.CheckReport`: a COCO dataset's
+    images, annotations and categories, or an image folder's images, modes and sizes."""
+    folder = report.annotation_file is None
+    source = report.image_dir if folder else report.annotation_file
+    table = Table(title=f"{spec} ({split}): {source}", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    if folder:
+        rows = [("images", report.images), ("turned upright (EXIF)", report.rotated),
+                *((f"  mode {mode}", n) for mode, n in report.modes.items())]
+        if report.sizes:
+            rows += [(f"{what} (W x H)", f"{w} x {h}")
+                     for what, (w, h) in zip(("smallest", "largest"), report.sizes)]
+    else:
+        rows = [("images", report.images), ("annotations", report.annotations),
+                ("categories", report.categories), ("crowd annotations", report.crowd),
+                ("images without annotations", report.images_without_annotations),
+                *((f"  {name}", n) for name, n in report.per_category.items())]
+    for what, count in rows:
+        table.add_row(what, str(count))
+    return table
+
+
 @data_app.command("check")
 def check_command(
     spec: Annotated[str, typer.Argument(
-        help="Dataset spec: synthetic, coco:ROOT, bdd100k:ROOT or coco-json:ANN.json:IMAGE_DIR.",
+        help="Dataset spec: synthetic, coco:ROOT, bdd100k:ROOT, coco-json:ANN.json:IMAGE_DIR "
+             "or images:DIR (a folder of images without annotations).",
         show_default=False)],
     split: Annotated[str, typer.Option(help="train | val")] = "train",
     quick: Annotated[bool, typer.Option(
@@ -75,16 +100,7 @@ def check_command(
     except DatasetError as exc:
         raise fail(str(exc)) from None
     report = check_dataset(source, decode_images=not quick, progress=not quiet)
-    table = Table(title=f"{spec} ({split}): {report.annotation_file}", show_header=False)
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    for what, count in (("images", report.images), ("annotations", report.annotations),
-                        ("categories", report.categories), ("crowd annotations", report.crowd),
-                        ("images without annotations", report.images_without_annotations)):
-        table.add_row(what, str(count))
-    for name, count in report.per_category.items():
-        table.add_row(f"  {name}", str(count))
-    out.print(table)
+    out.print(summary_table(spec, split, report))
     if report.images_without_annotations:
         out.print(f"warning: {report.images_without_annotations} images have no annotations",
                   markup=False, highlight=False)

@@ -106,13 +106,14 @@ def run_ablation(
         from dimaskdino.experiments.lock import exclusive
         from dimaskdino.experiments.plan import plan_study
         from dimaskdino.experiments.registry import get_study
-        from dimaskdino.experiments.tracking import default_tracking_uri, sqlite_uri
+        from dimaskdino.experiments.tracking import check_store, default_tracking_uri, sqlite_uri
 
         chosen = get_study(study)
         check_executor(executor)
         sets = list(overrides or [])
         jobs = study_jobs(plan_study(chosen, scale, seeds, data, sets, out, backbone),
                           precision, None if quiet else console.print)
+        check_store(tracking_uri or sqlite_uri(out), write=not dry_run)  # before the lock
         if dry_run:
             uri = tracking_uri or sqlite_uri(out)
             console.print(plan_table(chosen, inspect_study(jobs, uri)))

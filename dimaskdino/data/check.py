@@ -1,4 +1,5 @@
-"""Check a COCO-format instance-segmentation dataset before training on it.
+"""Check a COCO-format instance-segmentation dataset, or a folder of images without
+annotations (``images:DIR``), before training on it or predicting on it.
 
 :func:`check_dataset` reads the JSON and every image once and returns a
 :class:`CheckReport`: a summary (images, annotations, categories, instances per category,
@@ -20,7 +21,13 @@ warning in the summary, not a problem. The kinds:
 * ``bbox-mask-mismatch``: a bbox disagrees with its mask's box (IoU below 0.9 and an edge
   more than 2 px off, since rasterisation moves edges by a pixel or so);
 * ``invalid-segmentation``: an empty mask, a polygon of fewer than 3 points, an RLE of
-  another size than its image or with corrupt counts, or neither polygons nor RLE.
+  another size than its image or with corrupt counts, or neither polygons nor RLE;
+* ``no-images``: an image folder without a JPEG or PNG file;
+* ``bad-orientation``: an EXIF orientation outside 1..8 (it is ignored when reading).
+
+An image folder's report has no annotations or categories; its summary counts the images
+per mode (``RGB``, ``L``, ``I;16``..., all read as RGB), the ones turned upright by their
+EXIF orientation and the smallest and largest upright size.
 
 Speed: masks are never decoded to pixels. pycocotools turns polygons into RLE and gives
 each RLE's area and box directly; a polygon's box is its vertices' extent (which is how
@@ -44,10 +51,11 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from rich.progress import Progress
 
-from dimaskdino.data.coco import clip_polygon, oriented_size
+from dimaskdino.data.coco import DatasetError, clip_polygon, orientation, oriented_size
 from dimaskdino.data.coco import is_id as _is_id
 from dimaskdino.data.coco import is_number as _is_number
 from dimaskdino.data.coco import positive_int as _positive_int
+from dimaskdino.data.images import list_images
 from dimaskdino.data.specs import DatasetSource
 from dimaskdino.progress import progress_bar
 
@@ -71,7 +79,7 @@ class Problem:
 class CheckReport:
     """What :func:`check_dataset` found: a summary and the problems (empty when valid)."""
 
-    annotation_file: Path
+    annotation_file: Path | None  # None for an image folder
     image_dir: Path
     images: int = 0
     annotations: int = 0
@@ -80,6 +88,10 @@ class CheckReport:
     crowd: int = 0
     images_without_annotations: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # image folders: images per mode, how many EXIF turns, smallest and largest (W, H)
+    modes: dict[str, int] = field(default_factory=dict)
+    rotated: int = 0
+    sizes: tuple[tuple[int, int], tuple[int, int]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -176,23 +188,41 @@ def _bbox_problem(bbox, height: int, width: int) -> str | None:
     return None
 
 
-def _image_problem(image: dict, path: Path, decode: bool) -> Problem | None:
-    """Whether one image file exists, decodes and has the size its entry says."""
+@dataclass(frozen=True)
+class ImageFile:
+    """What the header says of one image file: mode, EXIF orientation, size once upright."""
+
+    mode: str
+    orientation: int
+    width: int
+    height: int
+
+
+def _read_file(path: Path, label: str, decode: bool) -> ImageFile | Problem:
+    """Open (and decode, or only ``verify()``) one image file; a Problem if it cannot be."""
     try:
         with Image.open(path) as im:
-            width, height = oriented_size(im)
+            info = ImageFile(im.mode, orientation(im), *oriented_size(im))
             if decode:
                 im.load()
             else:
                 im.verify()
     except FileNotFoundError:
-        return Problem("missing-image", f"image {image['id']}: file not found: {path}")
+        return Problem("missing-image", f"{label}: file not found: {path}")
     except (OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError for bad PNGs
-        return Problem("undecodable-image", f"image {image['id']}: cannot decode {path}: "
+        return Problem("undecodable-image", f"{label}: cannot decode {path}: "
                        f"{str(exc) or type(exc).__name__}")
-    if (width, height) != (image["width"], image["height"]):
-        return Problem("size-mismatch", f"image {image['id']}: {path} is {width}x{height} but "
-                       f"the JSON says {image['width']}x{image['height']}")
+    return info
+
+
+def _image_problem(image: dict, path: Path, decode: bool) -> Problem | None:
+    """Whether one image file exists, decodes and has the size its entry says."""
+    info = _read_file(path, f"image {image['id']}", decode)
+    if isinstance(info, Problem):
+        return info
+    if (info.width, info.height) != (image["width"], image["height"]):
+        return Problem("size-mismatch", f"image {image['id']}: {path} is {info.width}x"
+                       f"{info.height} but the JSON says {image['width']}x{image['height']}")
     return None
 
 
@@ -340,6 +370,37 @@ def _check_annotations(annotations: list, images: dict, categories: dict,
     report.images_without_annotations = len(images.keys() - annotated)
 
 
+def _check_folder(report: CheckReport, decode: bool, workers: int, progress: Progress
+                  ) -> None:
+    """Every JPEG / PNG of ``report.image_dir``: decodes, its mode, orientation and size."""
+    try:
+        files = list_images([report.image_dir])
+    except DatasetError as exc:
+        report.problems.append(Problem("no-images", f"{exc}: nothing to predict on"))
+        return
+    report.images = len(files)
+    task = progress.add_task("images", total=len(files), status="")
+    modes: Counter = Counter()
+    sizes = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, info in zip(files, pool.map(
+                lambda path: _read_file(path, f"image {path.name}", decode), files)):
+            progress.advance(task)
+            if isinstance(info, Problem):
+                report.problems.append(info)
+                continue
+            modes[info.mode] += 1
+            sizes.append((info.width * info.height, info.width, info.height))
+            if info.orientation not in range(1, 9):
+                report.problems.append(Problem(
+                    "bad-orientation", f"image {path.name}: EXIF orientation "
+                    f"{info.orientation} is not one of 1..8 (read as stored)"))
+            report.rotated += info.orientation in range(2, 9)
+    report.modes = dict(modes.most_common())
+    if sizes:
+        report.sizes = (min(sizes)[1:], max(sizes)[1:])
+
+
 def check_dataset(source: DatasetSource | tuple[str | Path, str | Path], *,
                   decode_images: bool = True, workers: int | None = None,
                   progress: bool = False) -> CheckReport:
@@ -348,20 +409,25 @@ def check_dataset(source: DatasetSource | tuple[str | Path, str | Path], *,
 
     ``decode_images`` fully decodes every image (else only PIL's ``verify()``), with
     ``workers`` threads (default: the CPU count, at most 16); ``progress`` shows bars on
-    stderr. Problems are reported, never raised.
+    stderr. Problems are reported, never raised. A source without an annotation file
+    (``images:DIR``) is an image folder: its files are checked.
     """
     if isinstance(source, DatasetSource):
         annotation_file, image_dir = source.annotation_file, source.image_dir
     else:
         annotation_file, image_dir = (Path(p) for p in source)
-    report = CheckReport(Path(annotation_file), Path(image_dir))
+    report = CheckReport(annotation_file and Path(annotation_file), Path(image_dir))
+    workers = workers or min(16, os.cpu_count() or 1)
+    if report.annotation_file is None:
+        with progress_bar(disable=not progress, stderr=True) as bar:
+            _check_folder(report, decode_images, workers, bar)
+        return report
     data = _load_json(report.annotation_file, report)
     if data is None:
         return report
     categories = _check_categories(data["categories"], report)
     images = _check_images(data["images"], report)
     with progress_bar(disable=not progress, stderr=True) as bar:
-        _check_files(images, report.image_dir, report, decode_images,
-                     workers or min(16, os.cpu_count() or 1), bar)
+        _check_files(images, report.image_dir, report, decode_images, workers, bar)
         _check_annotations(data["annotations"], images, categories, report, bar)
     return report

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dimaskdino.data.coco import CocoInstances
+from dimaskdino.data.coco import CocoInstances, DatasetError
 from dimaskdino.data.images import ImageFolder
 from dimaskdino.data.specs import DatasetSource, resolve_dataset
 from dimaskdino.data.transforms import LargeScaleJitter, resize, shortest_edge_size
@@ -147,7 +147,12 @@ def validation_images(data, spec: str | None = None
 
 
 def open_dataset(source: DatasetSource) -> CocoInstances | ImageFolder:
-    """The dataset of ``source``: COCO instances, or bare images for ``images:DIR``."""
+    """The dataset of ``source``: COCO instances, or bare images for ``images:DIR``;
+    DatasetError where it has no image (a run on it would do nothing)."""
     if source.annotation_file is None:
         return ImageFolder([source.image_dir])
-    return CocoInstances(source.annotation_file, source.image_dir)
+    dataset = CocoInstances(source.annotation_file, source.image_dir)
+    if not len(dataset):
+        raise DatasetError(f"{source.annotation_file} lists no images (dataset {source.spec}, "
+                           f"{source.split} split): there is nothing to run on")
+    return dataset

@@ -96,6 +96,16 @@ def _bdd100k_annotations(root: Path, split: str, cache_dir: Path) -> Path:
     return converted
 
 
+def is_dataset_spec(spec) -> bool:
+    """Whether ``spec`` has one of the forms of :data:`FORMS` (no file is looked at)."""
+    if not isinstance(spec, str):
+        return False
+    scheme, _, rest = spec.partition(":")
+    if scheme == "coco-json":
+        return bool(rest.rpartition(":")[0])
+    return spec == "synthetic" or (scheme in ("coco", "bdd100k", "images") and bool(rest))
+
+
 def resolve_dataset(spec: str, split: str, *, synthetic_spec: SyntheticSpec | None = None,
                     cache_dir: Path | None = None) -> DatasetSource:
     """The annotation file and image folder of ``split`` (``train`` or ``val``) of ``spec``.
@@ -106,32 +116,32 @@ def resolve_dataset(spec: str, split: str, *, synthetic_spec: SyntheticSpec | No
     """
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; choose train or val")
+    if not is_dataset_spec(spec):
+        raise DatasetError(f"unknown dataset spec {spec!r}; valid forms: {FORMS}")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     scheme, _, rest = spec.partition(":")
     if spec == "synthetic":
         root = synthetic_root(synthetic_spec or SyntheticSpec(), cache)
         annotations = root / "annotations" / f"instances_{split}.json"
         images = root / split
-    elif scheme == "coco" and rest:
+    elif scheme == "coco":
         root = Path(rest).expanduser()
         annotations = root / "annotations" / f"instances_{split}2017.json"
         images = root / f"{split}2017"
-    elif scheme == "bdd100k" and rest:
+    elif scheme == "bdd100k":
         root = Path(rest).expanduser()
         images = root / "images" / "10k" / split
         if not images.is_dir():
             raise DatasetError(f"image folder not found: {images} (dataset {spec})")
         annotations = _bdd100k_annotations(root, split, cache)
-    elif scheme == "images" and rest:
+    elif scheme == "images":
         images = Path(rest).expanduser()
         if not images.is_dir():
             raise DatasetError(f"image folder not found: {images} (dataset {spec})")
         return DatasetSource(spec, split, None, images)
-    elif scheme == "coco-json" and ":" in rest:
+    else:  # coco-json
         annotation_file, _, image_dir = rest.rpartition(":")
         annotations, images = Path(annotation_file).expanduser(), Path(image_dir).expanduser()
-    else:
-        raise DatasetError(f"unknown dataset spec {spec!r}; valid forms: {FORMS}")
     if not annotations.is_file():
         raise DatasetError(f"annotation file not found: {annotations} (dataset {spec})")
     if not images.is_dir():

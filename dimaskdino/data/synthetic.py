@@ -18,23 +18,29 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
+from dimaskdino.config_ranges import at_least, between, check_ranges, ranged
 from dimaskdino.fileio import atomic_write_text
 
 CLASSES = ("circle", "square", "triangle", "ellipse", "star", "cross")
 POLYGON_CLASSES = ("square", "triangle", "star", "cross")
 MIN_VISIBLE_AREA = 16
+MIN_SIDE = 16  # the smallest image side the shapes are drawn on
+SEED_MAX = 2**32 - 1  # numpy's and torch's seeds are unsigned; 32 bits everywhere
 
 
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What to generate: split sizes, image size ``(H, W)``, objects per image, seed."""
 
-    num_train: int = 64
-    num_val: int = 16
-    height: int = 256
-    width: int = 320
-    max_objects: int = 6
-    seed: int = 0
+    num_train: int = ranged(64, at_least(1))
+    num_val: int = ranged(16, at_least(1))
+    height: int = ranged(256, at_least(MIN_SIDE))
+    width: int = ranged(320, at_least(MIN_SIDE))
+    max_objects: int = ranged(6, at_least(1))
+    seed: int = ranged(0, between(0, SEED_MAX))
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple]:

@@ -41,6 +41,7 @@ from dimaskdino.data.coco import CocoInstances, DatasetError
 from dimaskdino.data.loader import (
     EvaluationImages,
     TrainingStream,
+    open_dataset,
     training_loader,
     validation_images,
 )
@@ -82,7 +83,7 @@ def load_datasets(config: ExperimentConfig) -> tuple[CocoInstances, EvaluationIm
         if source.annotation_file is None:
             raise DatasetError(f"dataset {source.spec} has no annotations: it can be "
                                "predicted, probed and drawn, not trained on")
-        return CocoInstances(source.annotation_file, source.image_dir)
+        return open_dataset(source)
 
     if distributed.is_main_process():
         train = read_train()

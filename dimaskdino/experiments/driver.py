@@ -79,13 +79,15 @@ def _check_directory(job: CellJob) -> None:
 
 
 def inspect_study(jobs: list[CellJob], tracking_uri: str) -> list[CellState]:
-    """The state of every job (nothing is written; a missing SQLite store is empty)."""
+    """The state of every job (nothing is written; a missing SQLite store is empty; one
+    that cannot be used is a StoreError)."""
     from mlflow.tracking import MlflowClient
 
-    from dimaskdino.experiments.tracking import cell_runs, store_exists
+    from dimaskdino.experiments.tracking import cell_runs, check_store, store_exists
 
     runs: dict = {}
     if jobs and store_exists(tracking_uri):
+        check_store(tracking_uri)
         client = MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(jobs[0].study)
         if experiment is not None:

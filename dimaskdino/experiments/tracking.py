@@ -17,7 +17,9 @@ with artifacts in ``OUT/mlartifacts/STUDY``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -27,6 +29,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from dimaskdino.analysis.probe import TASKS
+from dimaskdino.config import ConfigError
 from dimaskdino.engine.evaluator import METRICS
 
 # creating a store logs its schema migrations at INFO, which is noise on a terminal
@@ -35,6 +38,12 @@ for _name in ("mlflow.store.db.utils", "alembic"):
 
 CELL_TAGS = ("study", "cell", "seed", "scale", "model")
 PARAMS_PER_BATCH = 100
+SQLITE_HEADER = b"SQLite format 3\x00"
+LOCK_WAIT_S = 5.0  # how long a store another process writes to may stay locked
+
+
+class StoreError(ConfigError):
+    """An existing tracking store dimask cannot use (one line: the store, what to do)."""
 
 
 def sqlite_uri(out: Path) -> str:
@@ -56,6 +65,76 @@ def store_exists(tracking_uri: str) -> bool:
     if parsed.scheme == "file":
         return Path(parsed.path).exists()
     return parsed.scheme != "" or Path(tracking_uri).exists()
+
+
+def check_store(tracking_uri: str, write: bool = False) -> None:
+    """StoreError, before anything touches it, if the store at ``tracking_uri`` exists and
+    cannot be used: a SQLite path that is a folder or not a SQLite database, a database
+    without MLflow's tables or of another MLflow schema version, one locked by another
+    process for over :data:`LOCK_WAIT_S` (for reading; for writing too when ``write``),
+    or a local store path that is a file. A store that does not exist yet is fine."""
+    if tracking_uri.startswith("sqlite:///"):
+        _check_sqlite(Path(tracking_uri.removeprefix("sqlite:///")), tracking_uri, write)
+        return
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme in ("", "file"):
+        path = Path(parsed.path if parsed.scheme else tracking_uri)
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"{path} is a file, not an MLflow store folder; give a folder "
+                             "or a sqlite:///PATH.db URI as --tracking-uri")
+
+
+def _check_sqlite(path: Path, uri: str, write: bool) -> None:
+    if not path.exists():
+        return
+    elsewhere = "move it away or give another --tracking-uri"
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not an MLflow SQLite store; give the .db file "
+                         "as --tracking-uri sqlite:///PATH.db")
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"cannot read the MLflow store {path}: {exc.strerror}") from None
+    if header and header != SQLITE_HEADER:  # an empty file is an empty database
+        raise StoreError(f"{path} is not an MLflow store (not a SQLite database); {elsewhere}")
+    mode = "rw" if write else "ro"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}",
+                                                uri=True, timeout=LOCK_WAIT_S)) as db:
+            tables = {row[0] for row in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = db.execute("SELECT version_num FROM alembic_version").fetchone() \
+                if "alembic_version" in tables else None
+            if write:
+                db.execute("BEGIN IMMEDIATE")  # the writer's lock, given back at once
+                db.rollback()
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise StoreError(f"cannot open the MLflow store {path}: {exc}") from None
+        raise StoreError(f"the MLflow store {path} is locked by another process (a study, "
+                         "`mlflow ui` or a report writing to it); rerun when it has "
+                         "finished, or stop it") from None
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a readable MLflow store ({exc}); {elsewhere}"
+                         ) from None
+    if not tables:
+        return  # an empty database: MLflow creates its tables
+    _check_schema(path, uri, version[0] if version else None)
+
+
+def _check_schema(path: Path, uri: str, version: str | None) -> None:
+    import mlflow
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    if version is None:
+        raise StoreError(f"{path} is a SQLite database without MLflow's tables; move it away "
+                         "or give another --tracking-uri")
+    expected = _get_latest_schema_revision()
+    if version != expected:
+        raise StoreError(f"the MLflow store {path} has schema version {version}, MLflow "
+                         f"{mlflow.__version__} reads {expected}: back it up and run `mlflow "
+                         f"db upgrade {uri}`, or use the MLflow that wrote it")
 
 
 def metric_name(metric: str, task: str) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dimaskdino.config_ranges import at_least, check_ranges, ranged
 from dimaskdino.modeling.losses import (
     box_losses,
     draw_point_candidates,
@@ -38,12 +39,15 @@ from dimaskdino.modeling.matcher import HungarianMatcher
 class LossWeights:
     """Official weights: class 4, L1 5, GIoU 2, mask BCE 5, dice 5."""
 
-    classification: float = 4.0
-    l1: float = 5.0
-    giou: float = 2.0
-    mask: float = 5.0
-    dice: float = 5.0
-    detection_scale: float = 1.0  # 0.1 = the paper's loss-weight constraint
+    classification: float = ranged(4.0, at_least(0))
+    l1: float = ranged(5.0, at_least(0))
+    giou: float = ranged(2.0, at_least(0))
+    mask: float = ranged(5.0, at_least(0))
+    dice: float = ranged(5.0, at_least(0))
+    detection_scale: float = ranged(1.0, at_least(0))  # 0.1 = the paper's loss-weight constraint
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
     def of(self, term: str) -> float:
         weight = getattr(self, {"class": "classification"}.get(term, term))

@@ -36,12 +36,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dimaskdino.config_ranges import (
+    DROP_RATE,
+    Described,
+    RangeError,
+    at_least,
+    check_ranges,
+    each,
+    one_of,
+    ranged,
+)
 from dimaskdino.modeling.backbone import ConvNorm, group_norm
+from dimaskdino.modeling.backbone.resnet import GN_GROUPS, STAGES
 from dimaskdino.modeling.heads import feed_forward
 from dimaskdino.modeling.levels import flatten_levels, level_positions, pixel_centres
 from dimaskdino.ops import MSDeformAttn
 
 FEATURE_ORDERS = ("low2high", "high2low")
+BACKBONES = Described("set from the backbone's outputs")
 
 
 @dataclass
@@ -49,27 +61,32 @@ class EncoderConfig:
     """The official ``SEM_SEG_HEAD`` encoder options (and ``MaskDINO.NHEADS`` / ``DROPOUT``);
     defaults are the paper's R50 models."""
 
-    in_channels: dict[str, int]          # channels of res2..res5
-    in_strides: dict[str, int]           # strides of res2..res5
-    conv_dim: int = 256
-    mask_dim: int = 256
-    layers: int = 6
-    heads: int = 8
-    points: int = 4
-    dim_feedforward: int = 2048
-    dropout: float = 0.0
-    transformer_in_features: tuple[str, ...] = ("res3", "res4", "res5")
-    total_levels: int = 4
-    common_stride: int = 4
-    feature_order: str = "low2high"
+    in_channels: dict[str, int] = ranged(valid=BACKBONES)  # channels of res2..res5
+    in_strides: dict[str, int] = ranged(valid=BACKBONES)   # strides of res2..res5
+    # GroupNorm(32, conv_dim) after every projection; the attention's heads divide it
+    conv_dim: int = ranged(256, at_least(GN_GROUPS, multiple=GN_GROUPS))
+    mask_dim: int = ranged(256, at_least(1))
+    layers: int = ranged(6, at_least(0))
+    heads: int = ranged(8, at_least(1), note="a divisor of conv_dim")
+    points: int = ranged(4, at_least(1))
+    dim_feedforward: int = ranged(2048, at_least(1))
+    dropout: float = ranged(0.0, DROP_RATE)
+    transformer_in_features: tuple[str, ...] = ranged(
+        ("res3", "res4", "res5"), each(one_of(*STAGES), min_len=1),
+        note="among model.backbone.out_features")
+    total_levels: int = ranged(4, at_least(1), note="at least len(transformer_in_features)")
+    common_stride: int = ranged(4, one_of(4))  # the stride of mask_features: res2's
+    feature_order: str = ranged("low2high", one_of(*FEATURE_ORDERS))
 
     def __post_init__(self) -> None:
-        if self.feature_order not in FEATURE_ORDERS:
-            raise ValueError(f"FEATURE_ORDER {self.feature_order!r} is not supported; choose "
-                             f"one of {', '.join(FEATURE_ORDERS)}")
+        check_ranges(self)
         if self.total_levels < len(self.transformer_in_features):
-            raise ValueError(f"TOTAL_NUM_FEATURE_LEVELS {self.total_levels} is fewer than the "
-                             f"{len(self.transformer_in_features)} encoder input features")
+            raise RangeError(EncoderConfig, "total_levels", self.total_levels,
+                             f">= the {len(self.transformer_in_features)} "
+                             "transformer_in_features")
+        if self.conv_dim % self.heads:
+            raise RangeError(EncoderConfig, "heads", self.heads,
+                             f"a divisor of conv_dim ({self.conv_dim})")
 
     @classmethod
     def from_official(cls, model: dict, in_channels: dict[str, int],

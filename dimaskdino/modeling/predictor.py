@@ -34,6 +34,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from dimaskdino.config_ranges import (
+    DROP_RATE,
+    RangeError,
+    at_least,
+    check_ranges,
+    each,
+    one_of,
+    ranged,
+)
 from dimaskdino.modeling.bato import BalanceAwareTokens, BATOOutput
 from dimaskdino.modeling.box_ops import BOX_RULES, inverse_sigmoid, mask_logits_to_boxes
 from dimaskdino.modeling.decoder import DecoderOutput, DeformableDecoder
@@ -45,6 +54,8 @@ from dimaskdino.modeling.outputs import StageOutput
 from dimaskdino.modeling.selection import QuerySelection, Selection
 
 GUIDANCE = ("qbal", "ts2", "ts1")
+# checked before a run (dimaskdino.config_check)
+TOKENS = "at most the encoder tokens of the smallest training or test image"
 # decoder box initialisation: from the selected tokens' masks by a BOX_RULES rule, or "no":
 # their encoder boxes
 BOX_INITS = (*BOX_RULES, "no")
@@ -54,25 +65,32 @@ BOX_INITS = (*BOX_RULES, "no")
 class PredictorConfig:
     """The official ``MODEL.MaskDINO`` decoder options used at inference."""
 
-    num_classes: int = 80
-    hidden_dim: int = 256
-    num_queries: int = 300
-    dim_feedforward: int = 2048
-    dec_layers: int = 9
-    mask_dim: int = 256
-    levels: int = 4
-    dropout: float = 0.0
-    initialize_box_type: str = "mask2box"
-    first_selected_queries: int | None = None  # DI's k1; None: DI off
+    num_classes: int = ranged(80, at_least(1))
+    hidden_dim: int = ranged(256, at_least(1), note="equal to model.encoder.conv_dim")
+    num_queries: int = ranged(300, at_least(1), note=TOKENS)
+    dim_feedforward: int = ranged(2048, at_least(1))
+    dec_layers: int = ranged(9, at_least(1))
+    mask_dim: int = ranged(256, at_least(1), note="equal to model.encoder.mask_dim")
+    levels: int = ranged(4, at_least(1), note="equal to model.encoder.total_levels")
+    dropout: float = ranged(0.0, DROP_RATE)
+    initialize_box_type: str = ranged("mask2box", one_of(*BOX_INITS))
+    # DI's k1; None: DI off
+    first_selected_queries: int | None = ranged(None, at_least(1), note=f"{TOKENS}; then "
+                                                "extra_selected_queries and num_queries, "
+                                                "none larger than the one before")
     # further token-interaction + selection stages between k1 and num_queries (the
     # selection-count study's triple selection (600, 450, 300) is (450,))
-    extra_selected_queries: tuple[int, ...] = ()
-    ti_layers: int = 2
-    num_guiding_tokens: int | None = None      # BATO's guiding tokens; None: BATO off
+    extra_selected_queries: tuple[int, ...] = ranged((), each(at_least(1)),
+                                                     note="needs first_selected_queries")
+    ti_layers: int = ranged(2, at_least(1))
+    # BATO's guiding tokens; None: BATO off
+    num_guiding_tokens: int | None = ranged(None, at_least(1), note="at most num_queries")
     # what BATO's guiding tokens come from (Tab. 5): "qbal" the decoder's queries after
     # layer 0 (the official model), "ts2" the second-selected tokens, "ts1" the first-
-    # selected tokens, "ti" the best encoder tokens
-    bato_guidance: str = "qbal"
+    # selected tokens; "ti" the best encoder tokens is DI off (first_selected_queries=null)
+    bato_guidance: str = ranged("qbal", one_of(*GUIDANCE),
+                                note="ts1 and ts2 need first_selected_queries; the paper's "
+                                "gui.=Ti is DI off (first_selected_queries=null)")
     # guiding-token generation (Tab. 6): guides = mask network + box (position) network of
     # the guiding queries; off: the guiding queries themselves
     guiding_token_generation: bool = True
@@ -80,22 +98,19 @@ class PredictorConfig:
     # random boxes instead of the selected tokens' boxes
     random_position_tokens: bool = False
     denoising: bool = True                     # DN "seg": noised ground truths in training
-    dn_num: int = 100
-    dn_noise_scale: float = 0.4
+    dn_num: int = ranged(100, at_least(1))
+    dn_noise_scale: float = ranged(0.4, at_least(0))
     # the official decoder builds its attention with the constructor default of 8 heads
     # whatever MODEL.MaskDINO.NHEADS says, and 4 sampling points
-    heads: int = 8
-    points: int = 4
+    heads: int = ranged(8, at_least(1), note="a divisor of hidden_dim")
+    points: int = ranged(4, at_least(1))
 
     def __post_init__(self) -> None:
         self.extra_selected_queries = tuple(self.extra_selected_queries)
-        if self.bato_guidance not in GUIDANCE:
-            raise ValueError(f"bato_guidance {self.bato_guidance!r}: choose one of "
-                             f"{', '.join(GUIDANCE)} (the paper's gui.=Ti is DI off: "
-                             "first_selected_queries=null)")
-        if self.initialize_box_type not in BOX_INITS:
-            raise ValueError(f"INITIALIZE_BOX_TYPE {self.initialize_box_type!r} is not "
-                             f"supported; choose one of {', '.join(BOX_INITS)}")
+        check_ranges(self)
+        if self.hidden_dim % self.heads:
+            raise RangeError(PredictorConfig, "heads", self.heads,
+                             f"a divisor of hidden_dim ({self.hidden_dim})")
         di = self.first_selected_queries is not None
         if not di and (self.extra_selected_queries or self.bato_guidance != "qbal"):
             raise ValueError("extra_selected_queries and bato_guidance ts1 / ts2 need DI "

@@ -148,12 +148,13 @@ def load_sections(tracking_uri: str, studies: list[str] | None) -> list[Section]
     no finished run at all, or none of a requested study."""
     from mlflow.tracking import MlflowClient
 
-    from dimaskdino.experiments.tracking import store_exists
+    from dimaskdino.experiments.tracking import check_store, store_exists
 
     wanted = [get_study(name) for name in studies] if studies else list(STUDIES.values())
     if not store_exists(tracking_uri):
         raise ReportError(f"no MLflow store at {tracking_uri}; run `dimask run-ablation "
                           "STUDY` first or give --tracking-uri")
+    check_store(tracking_uri)
     with _tracking(tracking_uri):
         client = MlflowClient(tracking_uri)
         found = {study.name: _finished_runs(client, study) for study in wanted}

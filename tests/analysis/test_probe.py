@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from dimaskdino.analysis.probe import imbalance_measures, probe_layers
 from dimaskdino.checkpoint import load_model
 from dimaskdino.cli import app
-from dimaskdino.config import apply_overrides, preset
+from dimaskdino.config import ConfigError, apply_overrides, preset
 from dimaskdino.data.coco import CocoInstances
 from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
@@ -242,6 +242,13 @@ def test_imbalance_measures():
     measures = imbalance_measures(table, errors)
     assert measures["first_layer_loc_box_minus_mask"] == 6.5
     assert measures["last_layer_loc_box_minus_mask"] == 1.0
+
+
+def test_no_layers_or_layers_outside_the_model_are_refused():
+    model = DIMaskDINO(preset("tiny").model).eval()
+    for layers in ([], [0, 4], [-1]):
+        with pytest.raises(ConfigError, match=r"layers must lie in 0\.\.3 \(at least one\)"):
+            probe_layers(model, None, layers)
 
 
 @pytest.mark.parametrize("name", ["dimaskdino_tiny", "maskdino_tiny"])

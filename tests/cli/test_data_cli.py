@@ -104,3 +104,27 @@ def test_prepare_bdd100k_without_labels(tmp_path):
     (tmp_path / "images" / "10k" / "val").mkdir(parents=True)
     line = one_line_error("prepare-bdd100k", str(tmp_path), "--out", str(tmp_path / "out"))
     assert "train labels not found" in line and "ins_seg_train.json" in line
+
+
+def test_check_every_spec_kind_of_an_image_folder(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (30, 20)).save(tmp_path / "a.png")
+    Image.new("L", (12, 40)).save(tmp_path / "b.jpg")
+    result = invoke("check", f"images:{tmp_path}", "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = {" ".join(line.strip("│ ").split()) for line in result.stdout.splitlines()}
+    assert {"images │ 2", "mode RGB │ 1", "mode L │ 1", "smallest (W x H) │ 12 x 40",
+            "largest (W x H) │ 30 x 20"} <= rows, result.stdout
+    assert result.stdout.strip().endswith("no problems found")
+    (tmp_path / "c.jpg").write_bytes(b"\xff\xd8 not really")
+    result = invoke("check", f"images:{tmp_path}", "--quiet")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("[undecodable-image] image c.jpg: cannot decode") for line in
+               lines)
+    assert lines[-1] == "1 problems (undecodable-image 1)"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = invoke("check", f"images:{empty}", "--quiet")
+    assert result.exit_code == 1 and result.stdout.splitlines()[-1] == "1 problems (no-images 1)"

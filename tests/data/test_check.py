@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -170,3 +171,49 @@ def test_missing_annotation_file_is_a_problem(tmp_path):
     report = check_dataset((tmp_path / "none.json", tmp_path))
     assert [p.kind for p in report.problems] == ["invalid-json"]
     assert "annotation file not found" in report.problems[0].message
+
+
+def _photo(path, size, mode="RGB", orientation=None):
+    """An image file of ``size`` (W, H) as stored, in ``mode``, with an EXIF orientation."""
+    image = Image.new(mode, size)
+    if orientation is None:
+        image.save(path)
+        return
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    image.save(path, exif=exif)
+
+
+def test_image_folder_summary(tmp_path):
+    _photo(tmp_path / "a.jpg", (40, 30))
+    _photo(tmp_path / "b.png", (20, 50), mode="L")
+    _photo(tmp_path / "c.png", (8, 6), mode="I;16")
+    _photo(tmp_path / "d.jpg", (60, 40), orientation=6)  # shown 40 wide, 60 high
+    (tmp_path / "notes.txt").write_text("not an image: not listed")
+    report = check_dataset(DatasetSource("images:x", "val", None, tmp_path))
+    assert report.ok and report.annotation_file is None and report.images == 4
+    assert report.modes == {"RGB": 2, "L": 1, "I;16": 1} and report.rotated == 1
+    assert report.sizes == ((8, 6), (40, 60))  # smallest and largest upright (W, H)
+    assert report.annotations == report.categories == 0
+
+
+def test_image_folder_problems(tmp_path):
+    _photo(tmp_path / "good.jpg", (16, 16))
+    (tmp_path / "text.jpg").write_text("not a JPEG")
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "cut.jpg", quality=95)
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "cut.jpg").read_bytes()[:-400])
+    _photo(tmp_path / "odd.jpg", (16, 16), orientation=9)
+    report = check_dataset(DatasetSource("images:x", "val", None, tmp_path))
+    assert sorted(str(p).split(":")[0] for p in report.problems) == [
+        "[bad-orientation] image odd.jpg", "[undecodable-image] image cut.jpg",
+        "[undecodable-image] image text.jpg"]
+    assert report.images == 4 and report.modes == {"RGB": 2}
+    quick = check_dataset(DatasetSource("images:x", "val", None, tmp_path),
+                          decode_images=False)  # headers only: the cut JPEG passes
+    assert sorted(p.kind for p in quick.problems) == ["bad-orientation", "undecodable-image"]
+
+
+def test_image_folder_without_images(tmp_path):
+    report = check_dataset(DatasetSource("images:x", "val", None, tmp_path))
+    assert [p.kind for p in report.problems] == ["no-images"] and report.images == 0

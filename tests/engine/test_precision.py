@@ -46,7 +46,8 @@ def test_unknown_names_are_one_config_error(name):
 def test_solver_precision_is_checked_with_the_other_overrides():
     assert apply_overrides(preset("tiny"), ["solver.precision=bf16"]).solver.precision == "bf16"
     assert preset("tiny").solver.precision == "auto"
-    with pytest.raises(ConfigError, match="precision 'fp16' is not supported"):
+    with pytest.raises(ConfigError, match=r"solver\.precision='fp16': must be one of 'auto', "
+                                          "'fp32', 'bf16'"):
         apply_overrides(preset("tiny"), ["solver.precision=fp16"])
 
 

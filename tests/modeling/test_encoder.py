@@ -92,5 +92,5 @@ def test_feature_order_sets_the_level_order(order, strides):
     # input_proj.0 projects the finest backbone level with low2high, the coarsest otherwise
     assert encoder.input_proj[0][0].in_channels == (16 if order == "low2high" else 64)
     assert encoder.input_proj[3][0].in_channels == 64  # the first extra level, from res5
-    with pytest.raises(ValueError, match="FEATURE_ORDER 'sideways'"):
+    with pytest.raises(ValueError, match="feature_order='sideways': must be one of"):
         EncoderConfig(in_channels={}, in_strides={}, feature_order="sideways")

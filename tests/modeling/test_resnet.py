@@ -67,9 +67,9 @@ def test_strides_channels_and_freezing():
 
 
 def test_unsupported_configs_are_clear():
-    with pytest.raises(ValueError, match="depth 26"):
+    with pytest.raises(ValueError, match="depth=26: must be one of 18, 34, 50"):
         ResNetConfig(depth=26)
-    with pytest.raises(ValueError, match="norm 'SyncBN'"):
+    with pytest.raises(ValueError, match="norm='SyncBN': must be one of 'FrozenBN', 'GN'"):
         ResNetConfig(norm="SyncBN")
     with pytest.raises(ValueError, match="deformable"):
         ResNetConfig.from_official({"RESNETS": {"DEFORM_ON_PER_STAGE": [False, True]}})

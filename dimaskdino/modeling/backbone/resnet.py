@@ -15,11 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dimaskdino.config_ranges import (
+    RangeError,
+    at_least,
+    between,
+    check_ranges,
+    each,
+    one_of,
+    ranged,
+)
+
 BLOCKS_PER_DEPTH = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3),
                     152: (3, 8, 36, 3)}
 BASIC_DEPTHS = (18, 34)  # two 3x3 convolutions per block; deeper ResNets use bottlenecks
 NORMS = ("FrozenBN", "GN")
 STAGES = ("res2", "res3", "res4", "res5")
+GN_GROUPS = 32
+GN_WIDTH = f"a multiple of {GN_GROUPS} with norm GN (GroupNorm({GN_GROUPS}, C))"
 
 
 @dataclass
@@ -31,16 +43,16 @@ class ResNetConfig:
     do). Depths 18 and 34 use basic blocks (``res2_out_channels`` = their width).
     """
 
-    depth: int = 50
-    num_groups: int = 1
-    width_per_group: int = 64
-    stem_out_channels: int = 64
-    res2_out_channels: int = 256
+    depth: int = ranged(50, one_of(*BLOCKS_PER_DEPTH))
+    num_groups: int = ranged(1, at_least(1))
+    width_per_group: int = ranged(64, at_least(1), note=f"num_groups x width_per_group: {GN_WIDTH}")
+    stem_out_channels: int = ranged(64, at_least(1), note=GN_WIDTH)
+    res2_out_channels: int = ranged(256, at_least(1), note=GN_WIDTH)
     stride_in_1x1: bool = False
-    res5_dilation: int = 1
-    out_features: tuple[str, ...] = STAGES
-    freeze_at: int = 0
-    norm: str = "FrozenBN"
+    res5_dilation: int = ranged(1, one_of(1, 2))
+    out_features: tuple[str, ...] = ranged(STAGES, each(one_of(*STAGES), min_len=1))
+    freeze_at: int = ranged(0, between(0, 5))  # 0: nothing frozen, 1: the stem, k: res2..res<k>
+    norm: str = ranged("FrozenBN", one_of(*NORMS))
 
     @classmethod
     def from_official(cls, model: dict) -> ResNetConfig:
@@ -75,17 +87,19 @@ class ResNetConfig:
         return channels, strides
 
     def __post_init__(self) -> None:
-        if self.depth not in BLOCKS_PER_DEPTH:
-            raise ValueError(f"ResNet depth {self.depth} is not supported; "
-                             f"choose one of {sorted(BLOCKS_PER_DEPTH)}")
-        if self.norm not in NORMS:
-            raise ValueError(f"backbone norm {self.norm!r} is not supported; choose one of "
-                             f"{', '.join(NORMS)}")
-        if self.res5_dilation not in (1, 2):
-            raise ValueError(f"res5_dilation must be 1 or 2, got {self.res5_dilation}")
-        unknown = set(self.out_features) - set(STAGES)
-        if unknown:
-            raise ValueError(f"unknown ResNet output features {sorted(unknown)}")
+        check_ranges(self)
+        if self.norm != "GN":
+            return
+        widths = ["stem_out_channels", "res2_out_channels"]
+        if self.depth not in BASIC_DEPTHS:
+            widths.append("width_per_group")  # times num_groups: the bottleneck width
+        for name in widths:
+            value = getattr(self, name)
+            channels = value * (self.num_groups if name == "width_per_group" else 1)
+            if channels % GN_GROUPS:
+                times = "such that num_groups x width_per_group is " \
+                    if name == "width_per_group" else ""
+                raise RangeError(ResNetConfig, name, value, f"{times}{GN_WIDTH}")
 
 
 class FrozenBatchNorm2d(nn.Module):
@@ -132,7 +146,7 @@ class ConvNorm(nn.Conv2d):
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with 32 groups (detectron2's "GN")."""
-    return nn.GroupNorm(32, channels)
+    return nn.GroupNorm(GN_GROUPS, channels)
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int,

@@ -23,6 +23,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from dimaskdino.config_ranges import (
+    DROP_RATE,
+    PROBABILITY,
+    RangeError,
+    above,
+    at_least,
+    check_ranges,
+    each,
+    one_of,
+    ranged,
+)
+
 STAGES = ("res2", "res3", "res4", "res5")
 SHIFT_MASK_VALUE = -100.0
 
@@ -31,37 +43,35 @@ SHIFT_MASK_VALUE = -100.0
 class SwinConfig:
     """The official ``MODEL.SWIN`` options; defaults are the official ones (Swin-T)."""
 
-    embed_dim: int = 96
-    depths: tuple[int, ...] = (2, 2, 6, 2)
-    num_heads: tuple[int, ...] = (3, 6, 12, 24)
-    window_size: int = 7
-    patch_size: int = 4
-    mlp_ratio: float = 4.0
+    embed_dim: int = ranged(96, at_least(1))
+    # one entry per stage
+    depths: tuple[int, ...] = ranged((2, 2, 6, 2), each(at_least(1), 4, exact=True))
+    num_heads: tuple[int, ...] = ranged((3, 6, 12, 24), each(at_least(1), 4, exact=True),
+                                        note="each divides its stage's embed_dim x 2^stage")
+    window_size: int = ranged(7, at_least(1))
+    patch_size: int = ranged(4, at_least(1))
+    mlp_ratio: float = ranged(4.0, above(0))
     qkv_bias: bool = True
-    qk_scale: float | None = None       # None: head_dim ** -0.5
-    drop_rate: float = 0.0
-    attn_drop_rate: float = 0.0
-    drop_path_rate: float = 0.3         # stochastic depth, rising linearly over the blocks
+    qk_scale: float | None = ranged(None, above(0))  # None: head_dim ** -0.5
+    drop_rate: float = ranged(0.0, DROP_RATE)
+    attn_drop_rate: float = ranged(0.0, DROP_RATE)
+    # stochastic depth, rising linearly over the blocks
+    drop_path_rate: float = ranged(0.3, PROBABILITY)
     ape: bool = False                   # absolute position embedding ...
-    pretrain_img_size: int = 224        # ... of this image size (resized to the input)
+    pretrain_img_size: int = ranged(224, at_least(1))  # ... of this image size (resized)
     patch_norm: bool = True
-    out_features: tuple[str, ...] = STAGES
+    out_features: tuple[str, ...] = ranged(STAGES, each(one_of(*STAGES), min_len=1))
     use_checkpoint: bool = False        # gradient checkpointing of the blocks (memory only)
 
     def __post_init__(self) -> None:
         self.depths, self.num_heads = tuple(self.depths), tuple(self.num_heads)
         self.out_features = tuple(self.out_features)
-        if len(self.depths) != len(STAGES) or len(self.num_heads) != len(STAGES):
-            raise ValueError(f"SWIN.DEPTHS {list(self.depths)} and SWIN.NUM_HEADS "
-                             f"{list(self.num_heads)} need one entry per stage (4)")
+        check_ranges(self)
         for index, heads in enumerate(self.num_heads):
             if (self.embed_dim * 2**index) % heads:
-                raise ValueError(f"SWIN.NUM_HEADS {heads} does not divide stage {index}'s "
-                                 f"width {self.embed_dim * 2**index}")
-        unknown = set(self.out_features) - set(STAGES)
-        if unknown:
-            raise ValueError(f"SWIN.OUT_FEATURES {sorted(unknown)} are not Swin stages "
-                             f"({', '.join(STAGES)})")
+                raise RangeError(SwinConfig, "num_heads", self.num_heads,
+                                 f"divisors of the stages' widths, embed_dim x 2^stage "
+                                 f"({self.embed_dim * 2**index} for stage {index})")
 
     @classmethod
     def from_official(cls, model: dict) -> SwinConfig:
