@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from dimaskdino.data.synthetic import CLASSES, _background, draw_shape
+from dimaskdino.config_ranges import above, at_least, between, check_ranges, ranged
+from dimaskdino.data.synthetic import CLASSES, SEED_MAX, _background, draw_shape
 
 # the first entry of every classification image's seed: a stream of its own
 STREAM = 7
@@ -31,14 +32,17 @@ class ShapesClassificationSpec:
     (log-uniform, pixels), distractors per image, the chance that one covers part of the
     object, seed."""
 
-    num_train: int = 16000
-    num_val: int = 2000
-    size: int = 64
-    min_radius: float = 6.0
-    max_radius: float = 28.0
-    max_distractors: int = 1
-    occlusion: float = 0.15
-    seed: int = 0
+    num_train: int = ranged(16000, at_least(1))
+    num_val: int = ranged(2000, at_least(1))
+    size: int = ranged(64, at_least(8))
+    min_radius: float = ranged(6.0, above(0))
+    max_radius: float = ranged(28.0, at_least("min_radius"))
+    max_distractors: int = ranged(1, at_least(0))
+    occlusion: float = ranged(0.15, between(0, 1))
+    seed: int = ranged(0, between(0, SEED_MAX))
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def _log_uniform(rng: np.random.Generator, low: float, high: float) -> float:

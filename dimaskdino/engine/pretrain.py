@@ -33,9 +33,10 @@ from torch import nn
 
 from dimaskdino.checkpoint import LAYOUT_INPUT, TORCHVISION, detectron2_to_torchvision
 from dimaskdino.config import ConfigError, config_to_dict
+from dimaskdino.config_ranges import above, at_least, between, check_ranges, ranged
 from dimaskdino.data.classification import ShapesClassificationSpec, render_split
 from dimaskdino.data.specs import default_cache_dir
-from dimaskdino.data.synthetic import CLASSES
+from dimaskdino.data.synthetic import CLASSES, SEED_MAX
 from dimaskdino.fileio import atomic_save
 from dimaskdino.modeling.backbone.resnet import ResNet, ResNetConfig
 from dimaskdino.progress import progress_bar
@@ -52,12 +53,15 @@ class PretrainConfig:
 
     backbone: ResNetConfig = field(default_factory=ResNetConfig)
     data: ShapesClassificationSpec = field(default_factory=ShapesClassificationSpec)
-    batch_size: int = 128
-    iterations: int = 1200
-    lr: float = 2.5e-3
-    weight_decay: float = 0.05
-    warmup_iters: int = 100
-    seed: int = 0
+    batch_size: int = ranged(128, at_least(1))
+    iterations: int = ranged(1200, at_least(1))
+    lr: float = ranged(2.5e-3, above(0))
+    weight_decay: float = ranged(0.05, at_least(0))
+    warmup_iters: int = ranged(100, at_least(0))
+    seed: int = ranged(0, between(0, SEED_MAX))
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
 
 
 def _tiny() -> PretrainConfig:
