@@ -11,6 +11,7 @@ from dimaskdino.cli.compare import compare
 from dimaskdino.cli.data import data_app
 from dimaskdino.cli.demo import demo
 from dimaskdino.cli.errors import fail
+from dimaskdino.cli.export import export
 from dimaskdino.cli.pretrain import pretrain
 from dimaskdino.cli.probe import layer_probe
 from dimaskdino.cli.report import report
@@ -34,6 +35,7 @@ app.command("visualize")(visualize)
 app.command("run-ablation")(run_ablation)
 app.command("report")(report)
 app.command("demo")(demo)
+app.command("export")(export)
 app.add_typer(data_app, name="data")
 
 

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 Checkpoint = Annotated[Path, typer.Argument(
-    help="A dimask checkpoint (.pth), or an official one with --official-config.")]
+    help="A dimask checkpoint (.pth), an official one with --official-config, or (eval, "
+         "layer-probe) a model written by dimask export (.onnx).")]
 OfficialConfig = Annotated[Path | None, typer.Option(
     help="The official YAML of an official MaskDINO / DI-MaskDINO checkpoint.")]
 PrecisionOption = Annotated[str, typer.Option(

@@ -47,16 +47,16 @@ def layer_probe(
     detections (images:DIR, no annotations: consistency and detections only)."""
     with user_errors():
         from dimaskdino.analysis.probe import probe_layers, save_probe
-        from dimaskdino.checkpoint import load_model
         from dimaskdino.config import ConfigError
         from dimaskdino.data.loader import validation_images
         from dimaskdino.engine.evaluator import check_backend
+        from dimaskdino.engine.exported import load_inference_model
         from dimaskdino.engine.precision import check_precision
 
         check_backend(backend)
         check_precision(precision)
         chosen = parse_layers(layers)
-        net, config = load_model(checkpoint, official_config)
+        net, config = load_inference_model(checkpoint, official_config)
         dataset, source = validation_images(config.data, data)
         try:
             result = probe_layers(net, dataset, chosen, config.data.test_batch_size, backend,

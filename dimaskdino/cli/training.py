@@ -98,15 +98,15 @@ def evaluate(
 ) -> None:
     """Box and mask AP of a checkpoint's final predictions on a validation split."""
     with user_errors():
-        from dimaskdino.checkpoint import load_model
         from dimaskdino.data.loader import validation_images
         from dimaskdino.engine.evaluator import check_backend, evaluate_model
+        from dimaskdino.engine.exported import load_inference_model
         from dimaskdino.engine.precision import check_precision
         from dimaskdino.fileio import atomic_write_text
 
         check_backend(backend)
         check_precision(precision)
-        net, config = load_model(checkpoint, official_config)
+        net, config = load_inference_model(checkpoint, official_config)
         dataset, _ = validation_images(config.data, data)
         metrics = evaluate_model(net, dataset, config.data.test_batch_size, backend,
                                  progress=not quiet, precision=precision,

@@ -146,7 +146,10 @@ def resolve_precision(precision: str, device: torch.device | str, model: ModelCo
 
 def model_precision(precision: str, model: torch.nn.Module) -> Precision:
     """:func:`resolve_precision` for a built model (``model.config``) on its parameters'
-    device; a model that is not float32 (e.g. the float64 fixture models) is always fp32."""
+    device; a model that is not float32 (e.g. the float64 fixture models) is always fp32; an
+    exported model (:class:`~dimaskdino.engine.exported.ExportedModel`) says its own."""
+    if not isinstance(model, torch.nn.Module):
+        return model.resolve_precision(precision)
     parameter = next(model.parameters())
     if parameter.dtype != torch.float32 and check_precision(precision) != "bf16":
         return Precision("fp32", parameter.device.type, f"the model is {parameter.dtype}")

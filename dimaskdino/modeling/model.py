@@ -41,7 +41,8 @@ class Prediction:
     (B, Q, H/4, W/4)`` logits; otherwise empty. ``instances``: per image the dict of
     :func:`~dimaskdino.modeling.postprocess.instance_inference` for the last layer.
     ``outputs``: every intermediate stage (backbone, encoder, predictor), for inspection
-    (in bf16 after a bf16 ``predict``, but for ``layers`` and ``di``).
+    (in bf16 after a bf16 ``predict``, but for ``layers`` and ``di``); from an exported
+    model, a dict of what the file holds (``layers``, and ``di`` with its ``aux``).
     ``padded_size``, ``image_sizes``, ``output_sizes``: ``(H, W)`` of the padded batch, of
     each image inside it and of each image's reported instances (to post-process any layer
     as the last one).
@@ -49,7 +50,7 @@ class Prediction:
 
     layers: list[dict[str, torch.Tensor]] = field(default_factory=list)
     instances: list[dict[str, torch.Tensor]] = field(default_factory=list)
-    outputs: ModelOutput | None = field(default=None, repr=False)
+    outputs: ModelOutput | dict | None = field(default=None, repr=False)
     padded_size: tuple[int, int] = (0, 0)
     image_sizes: list[tuple[int, int]] = field(default_factory=list)
     output_sizes: list[tuple[int, int]] = field(default_factory=list)
@@ -125,21 +126,40 @@ class DIMaskDINO(nn.Module):
         """
         mode = precision if isinstance(precision, Precision) else model_precision(precision,
                                                                                   self)
-        sizes_out = list(output_sizes) if output_sizes is not None else [
-            tuple(img.shape[-2:]) for img in images]
-        if len(sizes_out) != len(images):
-            raise ValueError(f"{len(images)} images but {len(sizes_out)} output sizes")
+        sizes_out = requested_sizes(images, output_sizes)
         batch, image_sizes = batch_images(images, self.pixel_mean, self.pixel_std,
                                           self.config.size_divisibility)
         with mode.autocast():
             outputs = self(mode.batch(batch), all_layer_masks=all_layers)
         outputs = float32_predictions(outputs, INFERENCE_KEYS)
-        last = outputs["layers"][-1]
-        padded = tuple(batch.shape[-2:])
-        instances = grouped_instance_inference(
-            last["pred_logits"], last["pred_masks"], last["pred_boxes"], padded, image_sizes,
-            [tuple(size) for size in sizes_out], self.config.detections_per_image, masks)
-        return Prediction(layers=outputs["layers"] if all_layers else [],
-                          instances=instances, outputs=outputs, padded_size=padded,
-                          image_sizes=image_sizes,
-                          output_sizes=[tuple(size) for size in sizes_out])
+        return finish_prediction(outputs, tuple(batch.shape[-2:]), image_sizes, sizes_out,
+                                 self.config.detections_per_image, all_layers, masks)
+
+
+def requested_sizes(images: Sequence[torch.Tensor],
+                    output_sizes: Sequence[tuple[int, int]] | None
+                    ) -> list[tuple[int, int]]:
+    """The ``(H, W)`` each image's instances are reported at: ``output_sizes``, by default
+    the images' own sizes; ValueError unless there is one per image."""
+    sizes = [tuple(img.shape[-2:]) for img in images] if output_sizes is None else [
+        tuple(size) for size in output_sizes]
+    if len(sizes) != len(images):
+        raise ValueError(f"{len(images)} images but {len(sizes)} output sizes")
+    return sizes
+
+
+def finish_prediction(outputs: ModelOutput | dict, padded_size: tuple[int, int],
+                      image_sizes: list[tuple[int, int]], output_sizes: list[tuple[int, int]],
+                      topk: int, all_layers: bool, masks: MaskFormat) -> Prediction:
+    """The post-processing of a forward pass, shared by :meth:`DIMaskDINO.predict` and an
+    exported model's runtime (:mod:`dimaskdino.engine.exported`), so that both report
+    through the same code: the last of ``outputs["layers"]`` (float32 per-layer dicts of
+    the padded batch of ``padded_size``) -> each image's instances; ``outputs`` is kept
+    whole, its layers as :attr:`Prediction.layers` with ``all_layers``."""
+    last = outputs["layers"][-1]
+    instances = grouped_instance_inference(
+        last["pred_logits"], last["pred_masks"], last["pred_boxes"], padded_size, image_sizes,
+        output_sizes, topk, masks)
+    return Prediction(layers=outputs["layers"] if all_layers else [], instances=instances,
+                      outputs=outputs, padded_size=padded_size, image_sizes=image_sizes,
+                      output_sizes=output_sizes)

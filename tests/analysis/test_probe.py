@@ -347,3 +347,40 @@ def test_probe_equals_a_per_layer_reference(tmp_path):
         for iou, task in (("bbox", "box"), ("segm", "mask")):
             expected = coco_evaluate(ground_truth, found, iou)
             assert table.loc[(layer, task), list(METRICS)].to_dict() == expected
+
+
+def test_exported_model_probes_like_the_checkpoint(trained, tmp_path):
+    """``dimask layer-probe MODEL.onnx`` (onnxruntime, float32): the checkpoint's probe within
+    0.1 AP on every (layer, task), the same files with the same columns, and ``dimask eval``
+    of the file alike; the model exported at the images' size (96x96), so both pad alike."""
+    checkpoint, _, _ = trained
+    model = tmp_path / "model.onnx"
+    result = runner.invoke(app, ["export", str(checkpoint), "--out", str(model),
+                                 "--height", "96", "--width", "96"])
+    assert result.exit_code == 0, result.output
+    reports = {}
+    for name, path in (("checkpoint", checkpoint), ("onnx", model)):
+        out = tmp_path / name
+        for command in (["layer-probe", str(path), "--out", str(out)],
+                        ["eval", str(path), "--out", str(out)]):
+            result = runner.invoke(app, [*command, "--quiet"])
+            assert result.exit_code == 0, result.output
+        reports[name] = out
+    files = {name: sorted(p.relative_to(out) for p in out.rglob("*"))
+             for name, out in reports.items()}
+    assert files["onnx"] == files["checkpoint"]
+    ours, theirs = (pd.read_csv(reports[name] / "probe.csv") for name in ("onnx", "checkpoint"))
+    assert list(ours.columns) == list(theirs.columns)
+    assert ours[["model", "layer", "task"]].equals(theirs[["model", "layer", "task"]])
+    assert len(ours) == 2 * 4 and theirs["AP"].max() > 20
+    difference = (ours[METRICS] - theirs[METRICS]).abs().to_numpy()
+    assert difference.max() <= 0.1, (ours, theirs)
+    stages = [json.loads((reports[name] / "probe.json").read_text())["di_stages"]
+              for name in ("onnx", "checkpoint")]
+    assert [s["stage"] for s in stages[0]] == [s["stage"] for s in stages[1]] == ["ti1", "ti2"]
+    for mine, other in zip(*stages, strict=True):
+        assert all(abs(mine[m] - other[m]) <= 0.1 for m in METRICS)
+    evals = [json.loads((reports[name] / "eval.json").read_text())
+             for name in ("onnx", "checkpoint")]
+    for iou in ("bbox", "segm"):
+        assert all(abs(evals[0][iou][m] - evals[1][iou][m]) <= 0.1 for m in METRICS)
