@@ -196,6 +196,8 @@ class SolverConfig:
     precision: str = "auto"                  # auto | fp32 | bf16 (engine/precision.py)
     checkpoint_period: int = 5000
     eval_period: int = 5000                  # 0 = only at the end
+    probe_period: int = 0                    # layer probe every N iterations; 0 = off
+    probe_images: int = 0                    # ... of the first N val images; 0 = all
     log_period: int = 20
     seed: int = 0
 
