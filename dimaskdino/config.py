@@ -392,7 +392,7 @@ def _tiny(model: str) -> ExperimentConfig:
         solver=SolverConfig(batch_size=8, lr=1e-3, backbone_multiplier=1.0, max_iter=600,
                             steps=(500,), warmup_iters=50, warmup_factor=0.01,
                             clip_norm=0.1, checkpoint_period=200, eval_period=0,
-                            log_period=10),
+                            log_period=10, probe_period=100),  # probe: ~5% of the time
         loss=LossConfig(num_points=256),
     )
 

@@ -73,7 +73,8 @@ def _claims(sections: list[Section]) -> tuple[pd.DataFrame, dict]:
     tinted), the rule, and the claims no run can test."""
     table, untested = claims_table(sections)
     tint = {"agrees": "background-color: #d5efd9", "disagrees": "background-color: #fbd5d0"}
-    shown = table.assign(interval=[f"[{lo:+.2f}, {hi:+.2f}]" if n > 1 else "n/a (one seed)"
+    shown = table.assign(interval=[f"[{lo:+.2f}, {hi:+.2f}]" if n > 1 else
+                                   "n/a (one seed)" if n else "n/a"
                                    for lo, hi, n in zip(table["ci_low"], table["ci_high"],
                                                         table["seeds"])])
     shown = shown[["source", "claim", "section", "effect", "seeds", "mean", "interval",

@@ -144,6 +144,8 @@ CLAIMS = (
 
 def verdict(low: float, high: float, seeds: int) -> str:
     """:data:`RULE` applied to the interval ``[low, high]`` of ``seeds`` seeds."""
+    if seeds == 0:
+        return "inconclusive (no seed measured it)"
     if seeds < 2:
         return "inconclusive (one seed)"
     if low > 0:
