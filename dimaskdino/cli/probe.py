@@ -61,9 +61,11 @@ def layer_probe(
         chosen = parse_layers(layers)
         if checkpoints not in (None, "all"):
             raise ConfigError(f"--checkpoints takes 'all', not {checkpoints!r}")
-        if (checkpoints == "all") != checkpoint.is_dir():
-            raise ConfigError(f"--checkpoints all probes a run directory; {checkpoint} is "
-                              f"{'a directory' if checkpoint.is_dir() else 'not one'}")
+        if checkpoint.is_dir() and checkpoints is None:
+            raise ConfigError(f"{checkpoint} is a directory; give a checkpoint, or add "
+                              "--checkpoints all to probe each of its model_*.pth")
+        if checkpoints == "all" and not checkpoint.is_dir():
+            raise ConfigError(f"--checkpoints all takes a run directory, not {checkpoint}")
         probe = functools.partial(_probe_checkpoint, data=data,
                                   official_config=official_config, layers=chosen,
                                   backend=backend, precision=precision, quiet=quiet)

@@ -124,6 +124,15 @@ def test_history_equals_layer_probe_of_the_checkpoints(runs, tmp_path):
             assert abs(expected[metric] - getattr(row, metric)) <= 0.01
     assert (tmp_path / "all" / "probe_history.json").is_file()
     assert (tmp_path / "all" / "probe.csv").is_file()
+    for args, message in (([run], "add --checkpoints all"),
+                          ([run / "model_final.pth", "--checkpoints", "all"],
+                           "takes a run directory"),
+                          ([run, "--checkpoints", "some"], "takes 'all'"),
+                          ([tmp_path, "--checkpoints", "all"], "no model_*.pth")):
+        result = runner.invoke(app, ["layer-probe", *map(str, args), "--out",
+                                     str(tmp_path / "bad")])
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1 and message in lines[0], lines
 
 
 def _two_image_spec(run, tmp_path) -> str:

@@ -119,4 +119,4 @@ def test_tolerance_and_depth_claims_and_one_seed():
     deeper = rows.loc["final AP box of layers-6 minus layers-3"]
     assert deeper["seeds"] == 1 and deeper["mean"] == 1.0
     assert deeper["verdict"] == "inconclusive (one seed)"
-    assert [c.source for c in untested] == ["Tab. 4"]
+    assert [c.source for c in untested] == ["§1", "Tab. 4"]  # §1: no probe history
