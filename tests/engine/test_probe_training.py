@@ -54,7 +54,7 @@ def runs(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DIMASK_CACHE", str(root / "cache"))
     logged = []
-    train(root / "off", [])
+    train(root / "off", ["solver.probe_period=0"])
     train(root / "on", PROBE, callbacks=[logged.append])
     with pytest.raises(Interrupted):
         train(root / "resumed", PROBE, callbacks=[interrupt_at(5)])
