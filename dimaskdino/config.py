@@ -240,6 +240,8 @@ class SolverConfig:
     precision: str = ranged("auto", one_of(*PRECISIONS))
     checkpoint_period: int = ranged(5000, at_least(0))  # 0 = only at the end
     eval_period: int = ranged(5000, at_least(0))        # 0 = only at the end
+    probe_period: int = ranged(0, at_least(0))  # layer probe every N iterations; 0 = off
+    probe_images: int = ranged(0, at_least(0))  # ... of the first N val images; 0 = all
     log_period: int = ranged(20, at_least(1))
     seed: int = ranged(0, between(0, SEED_MAX))
 
@@ -452,7 +454,7 @@ def _tiny(model: str) -> ExperimentConfig:
         solver=SolverConfig(batch_size=8, lr=1e-3, backbone_multiplier=1.0, max_iter=900,
                             steps=(750,), warmup_iters=50, warmup_factor=0.01,
                             clip_norm=0.1, checkpoint_period=300, eval_period=0,
-                            log_period=10),
+                            log_period=10, probe_period=150),  # probe: ~4% of the time
         loss=LossConfig(num_points=256),
     )
 

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dimaskdino.analysis.probe import TASKS, detection_files
+from dimaskdino.analysis.probe_history import HISTORY_JSON, read_learning_speed
 from dimaskdino.data.coco import DatasetError
 from dimaskdino.engine.evaluator import hotcoco_evaluation, hotcoco_ground_truth
 
@@ -154,6 +155,16 @@ class ProbeFolder:
             raise DatasetError(f"{path}: detection file missing: {missing[0]}")
         return cls(path, info, layers)
 
+    def learning_speed(self) -> dict | None:
+        """The learning-speed measures of the probed run (``probe_history.json`` in this
+        folder, written by ``--checkpoints all``, else beside the probed checkpoint, written
+        by training with ``solver.probe_period``); None when there is none."""
+        checkpoint = self.info.get("checkpoint")
+        for folder in (self.path, *([Path(checkpoint).parent] if checkpoint else [])):
+            if (found := read_learning_speed(folder / HISTORY_JSON)) is not None:
+                return found
+        return None
+
     def results(self, layer: int, iou: str) -> list[dict]:
         """The exported COCO results of ``layer`` for ``iou`` (bbox / segm)."""
         return json.loads(detection_files(self.path, layer)[iou].read_text())
@@ -201,3 +212,26 @@ def compare_probes(a: ProbeFolder, b: ProbeFolder, replicates: int = DEFAULT_BOO
                          "ap_b": float(ap_b[0]), "delta": float(ap_b[0]) - float(ap_a[0]),
                          **dict(zip(("ci_low", "ci_high"), _interval(delta[1:])))})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+SPEED_MEASURES = ("iteration_50", "iteration_90", "auc")
+SPEED_COLUMNS = ["layer", "task", "measure", "a", "b", "delta"]
+
+
+def compare_speeds(a: dict, b: dict) -> pd.DataFrame:
+    """Learning-speed measures of two histories side by side (:data:`SPEED_COLUMNS`): per
+    (layer, task) both have, each of :data:`SPEED_MEASURES` and ``delta = b - a`` (NaN
+    where either never reached it); last, the first layer's row of task ``gap``, measure
+    ``first_layer_gap_50``."""
+    curves = [{(c["layer"], c["task"]): c for c in side["curves"]} for side in (a, b)]
+    rows = []
+    for key in sorted(curves[0].keys() & curves[1].keys()):
+        for measure in SPEED_MEASURES:
+            values = [np.nan if c[key][measure] is None else c[key][measure] for c in curves]
+            rows.append({"layer": key[0], "task": key[1], "measure": measure,
+                         "a": values[0], "b": values[1], "delta": values[1] - values[0]})
+    gaps = [np.nan if s["first_layer_gap_50"] is None else s["first_layer_gap_50"]
+            for s in (a, b)]
+    rows.append({"layer": a["first_layer"], "task": "gap", "measure": "first_layer_gap_50",
+                 "a": gaps[0], "b": gaps[1], "delta": gaps[1] - gaps[0]})
+    return pd.DataFrame(rows, columns=SPEED_COLUMNS)

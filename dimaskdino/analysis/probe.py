@@ -8,6 +8,10 @@ masks resized to the original image, scores = class x mask confidence) and evalu
 COCO's definitions. For DI-MaskDINO the probe also scores the boxes of DI's token-
 interaction stages (``ti1``, ``ti2``, ...; class and box only, so box AP only).
 
+A third task, ``mask-box``, scores the tight box of each detection's mask as a box (same
+detections, same scores): if at the first layer it scores well above the predicted boxes,
+the detection lag is the box head's, not the features'.
+
 Imbalance measures (paper §1, Fig. 1): per layer ``gap = AP_mask - AP_box``; the gap at the
 first and the last layer; its change from first to last (negative = the detection lag
 shrinks through the decoder); and, to say *why* boxes lag, TIDE's localization error
@@ -57,12 +61,16 @@ COLUMNS = ["model", "layer", "task", *METRICS]
 ERROR_COLUMNS = ["model", "layer", "task", "error", "dAP"]
 CONSISTENCY_COLUMNS = ["model", "layer", "detections", "mean_iou", "frac_below_0.5"]
 TASKS = {"bbox": "box", "segm": "mask"}
+# what each probe task scores: (COCO iou type, task); ``mask-box`` is the box AP of each
+# detection's mask's tight box (same detections, same scores)
+SCORED_TASKS = (("bbox", "box"), ("segm", "mask"), ("bbox", "mask-box"))
 TIDE_THRESHOLDS = {"pos_iou": TIDE_POS_IOU, "background_iou": TIDE_BACKGROUND_IOU}
 
 
 @dataclass
 class ProbeResult:
-    """``table``: one row per (layer, task) with :data:`COLUMNS`; ``stages``: DI's
+    """``table``: one row per (layer, task) with :data:`COLUMNS` (tasks ``box``, ``mask``,
+    ``mask-box``: :data:`SCORED_TASKS`); ``stages``: DI's
     token-interaction stages (columns model, stage, task, AP...; empty without DI);
     ``imbalance``: see :func:`imbalance_measures`; ``errors``: TIDE delta AP per (layer,
     task, error) with :data:`ERROR_COLUMNS`; ``consistency``: box-mask consistency per layer
@@ -112,12 +120,14 @@ def _consistency(name: str, results: dict[int, CocoResults]) -> pd.DataFrame:
 
 def _score_layers(ground_truth: dict, results: dict[int, CocoResults], name: str,
                   backend: Backend) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """AP table and TIDE errors of every layer's results. hotcoco matches each (layer,
-    task) once for both; another backend scores AP and hotcoco the errors."""
+    """AP table and TIDE errors of every layer's results for each of
+    :data:`SCORED_TASKS`. hotcoco matches each (layer, task) once for both; another backend
+    scores AP and hotcoco the errors."""
     reference = hotcoco_ground_truth(ground_truth)
     rows, errors = [], []
-    for layer, found in results.items():
-        for iou, task in TASKS.items():
+    for layer, detections in results.items():
+        for iou, task in SCORED_TASKS:
+            found = detections.with_mask_boxes() if task == "mask-box" else detections
             key = {"model": name, "layer": layer, "task": task}
             evaluation = hotcoco_evaluation(reference, found, iou) if len(found) else None
             if backend != "hotcoco" or evaluation is None:

@@ -96,10 +96,12 @@ def collate(samples: list) -> tuple[list, list]:
 def training_loader(stream: TrainingStream, batch_size: int, start: int, stop: int,
                     rank: int = 0, world_size: int = 1, workers: int = 0) -> DataLoader:
     """Batches of iterations ``start..stop-1`` for ``rank``; the workers leave SIGINT /
-    SIGTERM to the main process, which stops at the end of an iteration."""
+    SIGTERM to the main process, which stops at the end of an iteration. The loader's own
+    generator (not the global one, which a resumed run's loader would draw from at another
+    point than the straight run's) seeds its workers."""
     return DataLoader(stream, batch_sampler=StreamSampler(batch_size, start, stop, rank,
                                                           world_size),
-                      collate_fn=collate, num_workers=workers,
+                      collate_fn=collate, num_workers=workers, generator=torch.Generator(),
                       persistent_workers=False, worker_init_fn=ignore_stop_signals)
 
 

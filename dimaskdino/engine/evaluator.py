@@ -116,6 +116,18 @@ class CocoResults:
     def __len__(self) -> int:
         return len(self.scores)
 
+    def with_mask_boxes(self) -> CocoResults:
+        """The same detections and scores with each box replaced by its mask's tight box
+        (``mask_boxes``, else pycocotools' ``toBbox`` of the masks; an empty mask's is
+        ``[0, 0, 0, 0]``), without masks: what a box evaluation of the masks' boxes reads."""
+        tight = self.mask_boxes
+        if tight is None:
+            from pycocotools import mask as mask_utils
+
+            tight = mask_utils.toBbox(self.segmentations) if len(self) else np.zeros((0, 4))
+        return CocoResults(self.image_ids, self.category_ids,
+                           np.asarray(tight, dtype=np.float64).reshape(-1, 4), self.scores)
+
     def to_dicts(self, masks: bool = True) -> list[dict]:
         """COCO result dicts (``image_id``, ``category_id``, ``bbox``, ``score`` and, with
         ``masks`` and masks, ``segmentation``)."""

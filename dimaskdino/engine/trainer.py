@@ -2,10 +2,14 @@
 checkpoints and bitwise resume, periodic COCO evaluation, DDP.
 
 A run lives in one directory: ``config.yaml``, ``metrics.jsonl`` (one line per logged
-iteration and per evaluation), checkpoints (see :mod:`dimaskdino.engine.checkpointer`) and,
-at the end, ``model_final.pth`` and ``final_metrics.json``. The starting weights
-(``model.backbone_weights``, ``model.weights``: :mod:`dimaskdino.engine.initialization`)
-are loaded before any data is read.
+iteration, per evaluation and per layer probe), checkpoints (see
+:mod:`dimaskdino.engine.checkpointer`) and, at the end, ``model_final.pth`` and
+``final_metrics.json``. The starting weights (``model.backbone_weights``,
+``model.weights``: :mod:`dimaskdino.engine.initialization`) are loaded before any data is
+read. With ``solver.probe_period`` the layer probe of the current weights runs every that
+many iterations and at the end, into ``probe_history.csv``
+(:mod:`dimaskdino.analysis.probe_history`); it draws no random number that training would,
+so a run ends with the same weights with probing on or off.
 
 Bitwise resume on CPU follows from three facts: the data of iteration ``i`` is a function
 of ``i`` (:class:`~dimaskdino.data.loader.TrainingStream`), every random draw of the model
@@ -17,18 +21,29 @@ after Ctrl-C or a preemption loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
+from dimaskdino.analysis.probe import probe_layers
+from dimaskdino.analysis.probe_history import (
+    append_history,
+    first_images,
+    history_metrics,
+    history_rows,
+    truncate_history,
+)
 from dimaskdino.checkpoint import load_weights
 from dimaskdino.config import (
     ConfigError,
@@ -108,6 +123,17 @@ def build_criterion(config: ExperimentConfig) -> SetCriterion:
                         importance=loss.importance)
 
 
+@contextlib.contextmanager
+def preserved_random_state(device: torch.device) -> Iterator[None]:
+    """Run the body without consuming the random state training draws from: torch's (CPU
+    and ``device``'s), Python's and numpy's are restored after it."""
+    python, numpy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    random.setstate(python)
+    np.random.set_state(numpy)
+
+
 class Trainer:
     """Train ``config`` into ``output_dir``; :meth:`run` returns a :class:`TrainResult`.
 
@@ -153,6 +179,19 @@ class Trainer:
                                                metrics.items() for k, v in values.items()}})
         return metrics
 
+    def _probe(self, iteration: int) -> None:
+        """The layer probe of the current weights (``solver.probe_period``), shared out over
+        the processes, in eval mode and without touching the random state; the main
+        process appends it to ``probe_history.csv`` and logs it."""
+        with preserved_random_state(self.device):
+            result = probe_layers(self.model, self.probe_set, None,
+                                  self.config.data.test_batch_size, progress=self.progress)
+        if self.main:
+            rows = history_rows(result, iteration)
+            append_history(self.output_dir, rows)
+            self._log({"iteration": iteration, **history_metrics(rows)})
+        distributed.barrier()
+
     def _setup(self) -> tuple[int, Path | None]:
         """Build everything; returns the first iteration to run and the checkpoint it
         resumes from."""
@@ -175,8 +214,11 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             torch.set_rng_state(state["rng"])
             start = int(state["iteration"])
+        self.probe_set = first_images(self.val, config.solver.probe_images)
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            if config.solver.probe_period:  # a resumed run redoes the probes after start
+                truncate_history(self.output_dir, start)
             atomic_write_text(self.output_dir / "config.yaml",
                               yaml.safe_dump(config_to_dict(config), sort_keys=False))
         return start, path
@@ -187,6 +229,8 @@ class Trainer:
         (agreed by every rank) a checkpoint at ``done`` and :class:`Interrupted`. Returns the
         newest checkpoint."""
         solver, name = self.config.solver, f"model_{done:07d}.pth"
+        if solver.probe_period and done % solver.probe_period == 0 and done < solver.max_iter:
+            self._probe(done)  # before the checkpoint: a run killed between redoes it
         if solver.checkpoint_period and done % solver.checkpoint_period == 0 \
                 and done < solver.max_iter:
             checkpoint = self._checkpoint(name, done)
@@ -253,6 +297,8 @@ class Trainer:
                 checkpoint = self._end_iteration(done, checkpoint, stop)
         if start < solver.max_iter or not (self.output_dir / "model_final.pth").is_file():
             metrics = self._evaluate(solver.max_iter)
+            if solver.probe_period:
+                self._probe(solver.max_iter)
             checkpoint = self._checkpoint("model_final.pth", solver.max_iter,
                                           {"metrics": metrics})
             if self.main:

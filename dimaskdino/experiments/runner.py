@@ -85,9 +85,11 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
             recorder.probe(probe.table)
             recorder.diagnostics(probe.errors, probe.consistency)
             gallery = _gallery(result.checkpoint, out_dir, job.precision)
+            history = [out_dir / name for name in ("probe_history.csv", "probe_history.json")
+                       if (out_dir / name).is_file()]
             recorder.final(result.metrics, [*(out_dir / name for name in (
                 "probe.csv", "probe.json", "errors.csv", "consistency.csv", "config.yaml",
-                "final_metrics.json")), gallery])
+                "final_metrics.json")), *history, gallery])
     except BaseException as exc:
         if recorder:
             killed = isinstance(exc, (KeyboardInterrupt, Interrupted))

@@ -7,9 +7,13 @@ numeric entry of the trainer's records, ``step=iteration``); per-layer probe met
 (``ap_box``, ``ap50_mask``, ... and ``ap_gap`` = AP mask - AP box, ``step=layer``); the
 per-layer diagnostics (TIDE delta AP ``tide_loc_box``, ``tide_miss_mask``, ... and the
 box-mask consistency ``consistency_mean_iou``, ``consistency_frac_below_0_5``,
-``consistency_detections``, ``step=layer``); the final metrics (``final_ap_box``, ...); and
+``consistency_detections``, ``step=layer``); with ``solver.probe_period``, the probe
+history (``probe_l0_ap_box``, ``probe_l0_ap_mask_box``, ``probe_l2_loc_mask``, ...,
+``step=iteration``: :func:`~dimaskdino.analysis.probe_history.history_metric`); the final
+metrics (``final_ap_box``, ...); and
 the artifacts ``probe.csv``, ``probe.json``, ``errors.csv``, ``consistency.csv``,
-``config.yaml``, ``final_metrics.json`` and the folder ``gallery/`` (what the report's
+``config.yaml``, ``final_metrics.json`` (and ``probe_history.csv`` / ``.json`` where
+probed during training) and the folder ``gallery/`` (what the report's
 pictures show, :mod:`dimaskdino.analysis.layer_detections`). Parent runs carry
 ``role=parent``, ``study``, ``scale``. By default the store is ``sqlite:///OUT/mlflow.db``
 with artifacts in ``OUT/mlartifacts/STUDY``.
@@ -138,8 +142,8 @@ def _check_schema(path: Path, uri: str, version: str | None) -> None:
 
 
 def metric_name(metric: str, task: str) -> str:
-    """``("AP50", "box")`` -> ``ap50_box``."""
-    return f"{metric.lower()}_{task}"
+    """``("AP50", "box")`` -> ``ap50_box``, ``("AP", "mask-box")`` -> ``ap_mask_box``."""
+    return f"{metric.lower()}_{task.replace('-', '_')}"
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, str]:
@@ -242,9 +246,10 @@ def consistency_metric(measure: str) -> str:
 
 
 def layer_ap(client: MlflowClient, run_id: str) -> pd.DataFrame:
-    """A finished cell's per-layer AP: columns layer, ap_box, ap_mask."""
+    """A finished cell's per-layer AP: columns layer, ap_box, ap_mask, ap_mask_box (NaN
+    for runs probed before the ``mask-box`` task)."""
     series = {name: {m.step: m.value for m in client.get_metric_history(run_id, name)}
-              for name in ("ap_box", "ap_mask")}
+              for name in ("ap_box", "ap_mask", "ap_mask_box")}
     frame = pd.DataFrame(series).rename_axis("layer").sort_index()
     return frame.reset_index()
 

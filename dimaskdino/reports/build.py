@@ -24,6 +24,7 @@ from dimaskdino.reports.claims import RULE, claims_table
 from dimaskdino.reports.definitions import DATASET_NAMES, overview, reference, switches
 from dimaskdino.reports.gallery import section_gallery
 from dimaskdino.reports.html import render
+from dimaskdino.reports.over_training import run_speeds, speed_table
 from dimaskdino.reports.runs import Section, load_sections
 from dimaskdino.reports.tables import (
     display_table,
@@ -72,7 +73,8 @@ def _claims(sections: list[Section]) -> tuple[pd.DataFrame, dict]:
     tinted), the rule, and the claims no run can test."""
     table, untested = claims_table(sections)
     tint = {"agrees": "background-color: #d5efd9", "disagrees": "background-color: #fbd5d0"}
-    shown = table.assign(interval=[f"[{lo:+.2f}, {hi:+.2f}]" if n > 1 else "n/a (one seed)"
+    shown = table.assign(interval=[f"[{lo:+.2f}, {hi:+.2f}]" if n > 1 else
+                                   "n/a (one seed)" if n else "n/a"
                                    for lo, hi, n in zip(table["ci_low"], table["ci_high"],
                                                         table["seeds"])])
     shown = shown[["source", "claim", "section", "effect", "seeds", "mean", "interval",
@@ -85,6 +87,38 @@ def _claims(sections: list[Section]) -> tuple[pd.DataFrame, dict]:
                    "untested": [f"{c.source}: {c.text}" for c in untested]}
 
 
+def seeds_label(seeds: list[int]) -> str:
+    """``[0]`` -> ``1 (seed 0)``, ``[0, 1]`` -> ``2 (seeds 0, 1)``: the count first, so that
+    one seed numbered 0 does not read as no seed."""
+    return f"{len(seeds)} (seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))})"
+
+
+def _over_training(section: Section) -> tuple[dict | None, dict[str, str]]:
+    """The "Imbalance over training" part of ``section`` (template variables: charts, the
+    learning-speed table as HTML, the first-layer gaps) and its CSV file; None and no file
+    for runs trained without probing."""
+    if section.history.empty:
+        return None, {}
+    cells = figures.figure_one_cells(section)
+    charts = [figures.training_curves(section)]
+    if cells:
+        charts += [figures.gap_over_training(section, cells), figures.gap_heatmap(section, cells)]
+    table = speed_table(section)
+    _, gaps = run_speeds(section)
+    gap = gaps.groupby(level="cell", sort=False).agg(["mean", "std", "count"])
+    shown = table.rename(columns={"final_AP": "final AP", "iteration_50": "iteration 50%",
+                                  "iteration_90": "iteration 90%", "auc": "normalised AUC"})
+    html = (shown.style.format({"final AP": "{:.1f}", "iteration 50%": "{:.0f}",
+                                "iteration 90%": "{:.0f}", "normalised AUC": "{:.3f}"},
+                               na_rep="not reached").hide(axis="index")
+            .set_table_attributes('class="speed-table"').set_uuid(f"{section.key}-speed"))
+    return ({"charts": [c for c in charts if c is not None],
+             "speed_html": Markup(html.to_html()),
+             "gaps": [(cell, row["mean"], row["std"], int(row["count"]))
+                      for cell, row in gap.iterrows()]},
+            {f"{section.key}-learning-speed.csv": table.to_csv(index=False)})
+
+
 def _section_context(section: Section, styler: Styler, charts: list) -> dict:
     """The template's variables for one section."""
     ref = reference(section.study, section.dataset)
@@ -94,6 +128,7 @@ def _section_context(section: Section, styler: Styler, charts: list) -> dict:
         "key": section.key, "name": section.study.name, "table": section.study.table,
         "description": section.study.description, "scale": section.scale,
         "dataset": section.dataset, "seeds": ", ".join(map(str, section.seeds)),
+        "seeds_run": seeds_label(section.seeds),
         "runs": len(section.runs), "matched": ref.matched,
         "paper_dataset": DATASET_NAMES[ref.key],
         "table_html": Markup(styler.set_uuid(section.key).to_html()),
@@ -131,6 +166,9 @@ def write_report(tracking_uri: str, studies: list[str] | None, out: Path) -> Pat
         contexts.append(_section_context(section, styler, mine))
         contexts[-1]["gallery"] = gallery = section_gallery(tracking_uri, section)
         charts += [gallery] if gallery else []
+        contexts[-1]["over_training"], speed_files = over = _over_training(section)
+        files.update(speed_files)
+        charts += over[0]["charts"] if over[0] else []
     for chart in [*(c for c in (figure_one, tide) if c), *charts]:
         files[f"{chart.stem}.png"], files[f"{chart.stem}.svg"] = chart.png, chart.svg
     page = render({

@@ -64,7 +64,7 @@ by seed) with its 95% t-interval over seeds and a verdict. Rule: {{ claims_rule 
 <th class="left">scale</th><th>seeds</th><th>runs</th></tr>
 {% for s in sections %}<tr><td class="left">{{ s.name }}</td><td>{{ s.table }}</td>
 <td class="left"><code>{{ s.dataset }}</code></td><td class="left">{{ s.scale }}</td>
-<td>{{ s.seeds }}</td><td>{{ s.runs }}</td></tr>{% endfor %}</table>
+<td>{{ s.seeds_run }}</td><td>{{ s.runs }}</td></tr>{% endfor %}</table>
 
 {% if figure_one %}<h2 id="figure-1">Figure 1: the imbalance at the first layer</h2>
 {{ chart(figure_one) }}{% endif %}
@@ -91,6 +91,25 @@ measured beside the dataset of these runs, or beside each as a reference only)</
 {% for c in s.charts %}{{ chart(c) }}{% endfor %}
 {% if s.gallery %}<h3 id="{{ s.key }}-pictures">Pictures: the first and the last layer</h3>
 {{ chart(s.gallery) }}{% endif %}
+{% if s.over_training %}<h3 id="{{ s.key }}-over-training">Imbalance over training</h3>
+<p>The layer probe during training (<code>solver.probe_period</code>): how the first-layer
+imbalance forms. The paper (§1) explains it in part by "the optimization speeds of the two
+tasks": dense mask supervision teaching segmentation faster than sparse box supervision
+teaches detection. If so, the first layer's AP mask reaches half its final value before its
+AP box does.</p>
+{% for c in s.over_training.charts %}{{ chart(c) }}{% endfor %}
+<p>First layer, iterations from AP mask to AP box reaching 50% of their final values
+(positive: detection learns slower), mean over seeds:
+{% for cell, mean, std, n in s.over_training.gaps %}<b>{{ cell }}</b>
+{% if n == 0 %}not reached{% elif n == 1 %}{{ "%+.0f" | format(mean) }} (one seed){% else %}
+{{ "%+.0f" | format(mean) }} ± {{ "%.0f" | format(std) }} ({{ n }} seeds){% endif %}
+{{- "; " if not loop.last }}{% endfor %}.</p>
+<p>Learning speed per layer and task (mean over seeds): the first probed iteration at which
+AP reaches 50% and 90% of its final value, and the area under the AP curve over the probed
+iterations divided by the final AP and the span (1: the final AP from the first probe on;
+smaller: learned later). Task <code>mask-box</code>: the box AP of each detection's mask's
+tight box. File: <code>{{ s.key }}-learning-speed.csv</code>.</p>
+{{ s.over_training.speed_html }}{% endif %}
 {% endfor %}
 
 <h2 id="definitions">Definitions</h2>

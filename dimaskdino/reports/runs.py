@@ -8,6 +8,7 @@ as a :class:`ReportError` instead of being created.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -24,6 +25,9 @@ RUN_COLUMNS = {"run_id": "run_id", "tags.cell": "cell", "tags.seed": "seed",
 
 DIAGNOSTIC_COLUMNS = ["cell", "seed", "layer", "metric", "value"]
 DIAGNOSTIC_PREFIXES = ("tide_", "consistency_")
+HISTORY_COLUMNS = ["cell", "seed", "iteration", "layer", "task", "AP"]
+# the probe history's AP metrics (analysis.probe_history.history_metric)
+HISTORY_AP = re.compile(r"probe_l(\d+)_ap_(box|mask|mask_box)")
 
 
 class ReportError(Exception):
@@ -39,7 +43,9 @@ class Section:
     per run (index run_id, columns ``data.dataset``, ...); ``layers``: cell, seed, layer,
     ap_box, ap_mask; ``losses``: cell, seed, iteration, loss; ``diagnostics``: the per-layer
     TIDE errors and box-mask consistency, long form: cell, seed, layer, metric (``tide_loc_box``,
-    ``consistency_mean_iou``, ...), value (empty for runs that did not log them).
+    ``consistency_mean_iou``, ...), value (empty for runs that did not log them);
+    ``history``: the layer probe during training, cell, seed, iteration, layer, task
+    (``box``, ``mask``, ``mask-box``), AP (empty for runs trained without probing).
     """
 
     study: Study
@@ -51,6 +57,8 @@ class Section:
     losses: pd.DataFrame
     diagnostics: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
         columns=DIAGNOSTIC_COLUMNS))
+    history: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=HISTORY_COLUMNS))
 
     @property
     def key(self) -> str:
@@ -90,7 +98,8 @@ def _histories(client, runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         losses.append(pd.DataFrame(loss, columns=["iteration", "loss"])
                       .assign(cell=run.cell, seed=run.seed))
     order = ["cell", "seed"]
-    return (pd.concat(layers, ignore_index=True)[[*order, "layer", "ap_box", "ap_mask"]],
+    return (pd.concat(layers, ignore_index=True)[[*order, "layer", "ap_box", "ap_mask",
+                                                  "ap_mask_box"]],
             pd.concat(losses, ignore_index=True)[[*order, "iteration", "loss"]])
 
 
@@ -103,6 +112,18 @@ def _diagnostics(client, runs: pd.DataFrame) -> pd.DataFrame:
         rows += [(run.cell, run.seed, m.step, key, m.value) for key in sorted(keys)
                  for m in client.get_metric_history(run.run_id, key)]
     return pd.DataFrame(rows, columns=DIAGNOSTIC_COLUMNS)
+
+
+def _probe_histories(client, runs: pd.DataFrame) -> pd.DataFrame:
+    """The probe histories of ``runs`` (see :class:`Section`)."""
+    rows = []
+    for run in runs.itertuples():
+        for key in sorted(client.get_run(run.run_id).data.metrics):
+            if found := HISTORY_AP.fullmatch(key):
+                task = found[2].replace("_", "-")
+                rows += [(run.cell, run.seed, m.step, int(found[1]), task, m.value)
+                         for m in client.get_metric_history(run.run_id, key)]
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
 def _finished_runs(client, study: Study) -> pd.DataFrame:
@@ -138,7 +159,8 @@ def _sections(client, study: Study, found: pd.DataFrame) -> list[Section]:
         layers, losses = _histories(client, runs)
         sections.append(Section(study, scale, dataset,
                                  runs[list(RUN_COLUMNS.values())].reset_index(drop=True),
-                                 params, layers, losses, _diagnostics(client, runs)))
+                                 params, layers, losses, _diagnostics(client, runs),
+                                 _probe_histories(client, runs)))
     return sections
 
 

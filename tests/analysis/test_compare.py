@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from dimaskdino.analysis.compare import bootstrap_weights, matches, weighted_ap
 from dimaskdino.analysis.probe import COLUMNS, ProbeResult, save_probe
+from dimaskdino.analysis.probe_history import write_history
 from dimaskdino.cli import app
 from dimaskdino.engine.evaluator import (
     CocoResults,
@@ -21,6 +22,7 @@ from dimaskdino.engine.evaluator import (
     hotcoco_evaluation,
     hotcoco_ground_truth,
 )
+from tests.analysis.test_probe_history import CURVES, history, trapezoid_auc
 from tests.engine.test_evaluator import make_dataset
 
 runner = CliRunner()
@@ -162,3 +164,26 @@ def test_mismatched_probes_are_one_error(probes):
     assert "different layers ([0, 1] and [0])" in one_line_error([root / "a", root / "d"])
     assert "not a layer-probe folder" in one_line_error([root / "a", root / "none"])
     assert not (root / "compare").exists()
+
+
+def test_learning_speeds_when_both_sides_have_a_history(probes):
+    root, _ = probes
+    run_compare(root / "a", root / "b", "--out", root / "none", "--bootstrap", 20)
+    assert not (root / "none" / "compare_speed.csv").exists()  # neither has a history
+    write_history(root / "a", history())
+    run_compare(root / "a", root / "b", "--out", root / "one", "--bootstrap", 20)
+    assert not (root / "one" / "compare_speed.csv").exists()
+    # B: box and mask of layer 0 swapped, so mask is the slower one
+    write_history(root / "b", history({(0, "box"): CURVES[0, "mask"],
+                                       (0, "mask"): CURVES[0, "box"]}))
+    result = run_compare(root / "a", root / "b", "--out", root / "both", "--bootstrap", 20)
+    assert "learning speed over training" in result.output
+    speeds = pd.read_csv(root / "both" / "compare_speed.csv").set_index(
+        ["layer", "task", "measure"])
+    assert sorted(set(speeds.index.droplevel(2))) == [(0, "box"), (0, "gap"), (0, "mask")]
+    assert tuple(speeds.loc[(0, "box", "iteration_50"), ["a", "b", "delta"]]) == (
+        300, 200, -100)
+    assert speeds.loc[(0, "mask", "auc"), "b"] == pytest.approx(
+        trapezoid_auc(CURVES[0, "box"]))
+    assert tuple(speeds.loc[(0, "gap", "first_layer_gap_50"), ["a", "b", "delta"]]) == (
+        100, -100, -200)

@@ -64,7 +64,7 @@ def test_probe_files_agree_with_pycocotools_and_eval(trained, tmp_path):
     table = pd.read_csv(out / "probe.csv")
     assert list(table.columns) == ["model", "layer", "task", *METRICS]
     assert sorted(set(table["layer"])) == [0, 1, 2, 3]
-    assert set(table["task"]) == {"box", "mask"}
+    assert set(table["task"]) == {"box", "mask", "mask-box"}
     info = json.loads((out / "probe.json").read_text())
     assert info["annotation_file"] == str(annotations) and info["dataset"] == spec
     assert {"gap_per_layer", "first_layer_gap", "last_layer_gap", "gap_change"} <= set(
@@ -75,6 +75,8 @@ def test_probe_files_agree_with_pycocotools_and_eval(trained, tmp_path):
         iou = "bbox" if row.task == "box" else "segm"
         found = json.loads((out / "detections" / f"layer{row.layer}_{iou}.json").read_text())
         assert (iou == "segm") == ("segmentation" in found[0])
+        if row.task == "mask-box":
+            found, iou = tight_boxes(found), "bbox"
         reference = coco_evaluate(ground_truth, found, iou, backend="pycocotools")
         for metric in METRICS:
             assert abs(getattr(row, metric) - reference[metric]) <= 0.01, (row, reference)
@@ -91,6 +93,13 @@ def test_probe_files_agree_with_pycocotools_and_eval(trained, tmp_path):
             assert last.loc[task, metric] == pytest.approx(final[iou][metric], abs=1e-9)
 
 
+def tight_boxes(found: list[dict]) -> list[dict]:
+    """The exported mask results with each ``bbox`` replaced by the tight box of its mask
+    (pycocotools' ``toBbox``) and no mask: the ``mask-box`` task's detections."""
+    return [{**{k: v for k, v in f.items() if k != "segmentation"},
+             "bbox": mask_utils.toBbox(f["segmentation"]).tolist()} for f in found]
+
+
 def _check_errors(out, annotations, info):
     """errors.csv is hotcoco's TIDE recomputed from the exported files and the annotations."""
     errors = pd.read_csv(out / "errors.csv")
@@ -101,13 +110,15 @@ def _check_errors(out, annotations, info):
     for (layer, task), rows in errors.groupby(["layer", "task"]):
         iou = "bbox" if task == "box" else "segm"
         found = json.loads((out / "detections" / f"layer{layer}_{iou}.json").read_text())
+        if task == "mask-box":
+            found, iou = tight_boxes(found), "bbox"
         evaluator = hotcoco.COCOeval(gt, gt.load_res(found), iou)
         evaluator.evaluate()
         expected = evaluator.tide_errors(pos_thr=0.5, bg_thr=0.1)["delta_ap"]
         assert list(rows["error"]) == names
         assert rows["dAP"].to_numpy() == pytest.approx([100 * expected[n] for n in names],
                                                         abs=1e-9)
-    assert len(errors) == 4 * 2 * len(names)
+    assert len(errors) == 4 * 3 * len(names)
     loc = errors[errors["error"] == "Loc"].set_index(["layer", "task"])["dAP"]
     imbalance = info["imbalance"]
     assert imbalance["first_layer_loc_box_minus_mask"] == pytest.approx(
@@ -347,6 +358,9 @@ def test_probe_equals_a_per_layer_reference(tmp_path):
         for iou, task in (("bbox", "box"), ("segm", "mask")):
             expected = coco_evaluate(ground_truth, found, iou)
             assert table.loc[(layer, task), list(METRICS)].to_dict() == expected
+        boxes = coco_evaluate(ground_truth, tight_boxes(found), "bbox", "pycocotools")
+        measured = table.loc[(layer, "mask-box"), list(METRICS)]
+        assert measured.to_numpy() == pytest.approx(list(boxes.values()), abs=0.01)
 
 
 def test_exported_model_probes_like_the_checkpoint(trained, tmp_path):
@@ -372,7 +386,7 @@ def test_exported_model_probes_like_the_checkpoint(trained, tmp_path):
     ours, theirs = (pd.read_csv(reports[name] / "probe.csv") for name in ("onnx", "checkpoint"))
     assert list(ours.columns) == list(theirs.columns)
     assert ours[["model", "layer", "task"]].equals(theirs[["model", "layer", "task"]])
-    assert len(ours) == 2 * 4 and theirs["AP"].max() > 20
+    assert len(ours) == 3 * 4 and theirs["AP"].max() > 20
     difference = (ours[METRICS] - theirs[METRICS]).abs().to_numpy()
     assert difference.max() <= 0.1, (ours, theirs)
     stages = [json.loads((reports[name] / "probe.json").read_text())["di_stages"]

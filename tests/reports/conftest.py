@@ -15,7 +15,8 @@ from dimaskdino.experiments.tracking import default_tracking_uri
 from tests.conftest import MICRO
 
 CELLS = ("baseline", "di+bato")
-FAST = [*MICRO, "solver.max_iter=4", "solver.checkpoint_period=2"]  # seconds per cell
+FAST = [*MICRO, "solver.max_iter=4", "solver.checkpoint_period=2",  # seconds per cell
+        "solver.probe_period=2"]
 SEEDS = 2
 
 

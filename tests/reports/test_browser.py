@@ -31,7 +31,12 @@ def test_report_renders_in_chromium(report, tmp_path):
     body = re.search(r"<body([^>]*)>", dom)
     assert body, dom[:500]
     attributes = dict(re.findall(r'data-([a-z-]+)="(\d+)"', body.group(1)))
-    assert attributes["images"] == attributes["images-loaded"] == "7"   # gallery included
+    # gallery and the three figures of "Imbalance over training" included
+    assert attributes["images"] == attributes["images-loaded"] == "10"
     assert 'id="modules-tiny-synthetic-gallery"' in dom
+    assert 'id="modules-tiny-synthetic-over-training"' in dom
+    assert dom.count('class="speed-table"') == 1
+    for stem in ("training-ap", "training-gap", "training-gap-map"):
+        assert f'id="modules-tiny-synthetic-{stem}"' in dom
     assert int(attributes["tables"]) >= 7
     assert dom.count('class="study-table"') == 1 and dom.count('class="claims-table"') == 1

@@ -67,8 +67,38 @@ def test_modules_claims_with_three_seeds():
     assert (di["mean"], di["ci_low"], di["ci_high"]) == pytest.approx(_interval([2, 1.5, 2]))
     assert rows.loc["final AP mask of di minus baseline", "verdict"] == "inconclusive"
     assert "final AP box of bato minus baseline" not in rows.index  # bato did not run
-    assert [c.source for c in untested] == ["Tab. 3", "Tab. 9"]
+    assert [c.source for c in untested] == ["§1", "Tab. 3", "Tab. 9"]  # §1: no history
     assert set(table["claim"]) == {c.text for c in CLAIMS} - {c.text for c in untested}
+
+
+def _history(curves: dict[tuple[str, int], tuple[list[float], list[float]]]) -> pd.DataFrame:
+    """Layer-0 probe histories at iterations 10, 20, 30, 40: ``curves[(cell, seed)]`` =
+    (AP box, AP mask) per iteration."""
+    return pd.DataFrame([
+        {"cell": cell, "seed": seed, "iteration": 10 * (i + 1), "layer": 0, "task": task,
+         "AP": ap} for (cell, seed), tasks in curves.items()
+        for task, values in zip(("box", "mask"), tasks) for i, ap in enumerate(values)])
+
+
+def test_mask_reaches_half_way_first():
+    """§1 over seeds: box reaches 50% of its final AP 20, 10 and 20 iterations after mask
+    (hand-made crossings), so the interval of those lags is tested against 0."""
+    section = _section("modules", {"baseline": [(20.0, 25.0)] * 3,
+                                   "di+bato": [(21.0, 25.0)] * 3})
+    late, early = [0.0, 1.0, 6.0, 10.0], [6.0, 8.0, 9.0, 10.0]  # 50% at 30 / at 10
+    middle = [0.0, 6.0, 8.0, 10.0]                                # 50% at 20
+    section.history = _history({("baseline", 0): (late, early), ("baseline", 1): (middle, early),
+                                ("baseline", 2): (late, early), ("di+bato", 0): (early, late)})
+    table, _ = claims_table([section])
+    row = table[table["source"] == "§1"].iloc[0]
+    assert "MaskDINO (baseline)" in row["effect"] and row["seeds"] == 3
+    assert (row["mean"], row["ci_low"], row["ci_high"]) == pytest.approx(_interval([20, 10, 20]))
+    assert row["verdict"] == "agrees"
+    # a seed whose box never learns (final AP 0) has no crossing and is left out
+    section.history = _history({("baseline", 0): (late, early),
+                                ("baseline", 1): ([0.0] * 4, early)})
+    row = claims_table([section])[0].set_index("source").loc["§1"]
+    assert row["seeds"] == 1 and row["verdict"] == "inconclusive (one seed)"
 
 
 def test_tolerance_and_depth_claims_and_one_seed():
@@ -89,4 +119,4 @@ def test_tolerance_and_depth_claims_and_one_seed():
     deeper = rows.loc["final AP box of layers-6 minus layers-3"]
     assert deeper["seeds"] == 1 and deeper["mean"] == 1.0
     assert deeper["verdict"] == "inconclusive (one seed)"
-    assert [c.source for c in untested] == ["Tab. 4"]
+    assert [c.source for c in untested] == ["§1", "Tab. 4"]  # §1: no probe history

@@ -59,7 +59,8 @@ def test_figures_are_embedded_and_saved(report):
     page = html_path.read_text()
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', page)
     stems = ["figure-1", "tide-errors", f"{KEY}-layer-ap", f"{KEY}-layer-gap", f"{KEY}-loss",
-             f"{KEY}-consistency", f"{KEY}-gallery"]
+             f"{KEY}-consistency", f"{KEY}-gallery", f"{KEY}-training-ap",
+             f"{KEY}-training-gap", f"{KEY}-training-gap-map"]
     assert len(images) == len(stems)
     for data in images:
         assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
@@ -90,6 +91,33 @@ def test_definitions_and_configuration(report):
     assert "<code>solver.max_iter</code></td>\n<td class=\"left\"><code>4</code>" in page
     assert "Run configuration" in page and "model.predictor.first_selected_queries" in page
     assert re.search(r"seeds 0, 1 \(4 finished runs\)", page)
+    # the environment table counts the seeds before naming them ("0" read as no seed)
+    environment = page[page.index('<table class="runs">'):]
+    environment = environment[:environment.index("</table>")]
+    assert "<td>2 (seeds 0, 1)</td>" in environment
+
+
+def test_imbalance_over_training(report, store):
+    """The section's learning-speed table (CSV) is learning_speed of each run's history as
+    MLflow holds it, averaged over seeds; the page shows the section."""
+    html_path, files = report
+    page = html_path.read_text()
+    assert f'id="{KEY}-over-training"' in page and 'class="speed-table"' in page
+    table = pd.read_csv(files / f"{KEY}-learning-speed.csv")
+    assert set(table["task"]) == {"box", "mask", "mask-box"}
+    assert (table["seeds"] == SEEDS).all()
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("modules").experiment_id
+    for run in client.search_runs([experiment], "tags.role = 'cell'"):
+        final = [m.value for m in client.get_metric_history(run.info.run_id,
+                                                            "probe_l0_ap_mask")]
+        assert len(final) == 2  # probes at iterations 2 and 4 (period 2, 4 iterations)
+    first = table[(table["layer"] == 0) & (table["task"] == "mask")].set_index("cell")
+    runs = {(r.data.tags["cell"], int(r.data.tags["seed"])): r for r in client.search_runs(
+        [experiment], "tags.role = 'cell'")}
+    for cell in first.index:
+        finals = [runs[(cell, s)].data.metrics["probe_l0_ap_mask"] for s in range(SEEDS)]
+        assert first.loc[cell, "final_AP"] == pytest.approx(sum(finals) / SEEDS)
 
 
 def test_claims_table_opens_the_report(report, store):
@@ -102,12 +130,15 @@ def test_claims_table_opens_the_report(report, store):
     assert "Not tested (no runs of the cells they need):" in page
     assert "Tab. 3: DI-MaskDINO loses less under each constraint; Tab. 4:" in page
     claims = pd.read_csv(files / "claims.csv")
-    assert list(claims["source"]) == ["Fig. 1", "Fig. 1", "Tab. 1-2", "Tab. 1-2"]
+    assert list(claims["source"]) == ["Fig. 1", "Fig. 1", "§1", "Tab. 1-2", "Tab. 1-2"]
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("modules").experiment_id
     runs = {(r.data.tags["cell"], int(r.data.tags["seed"])): r for r in client.search_runs(
         [experiment], "tags.role = 'cell'")}
     for row in claims.itertuples():
+        if row.source == "§1":
+            _check_mask_first(client, runs, row)
+            continue
         assert row.seeds == SEEDS
         if row.source == "Fig. 1" and "minus" not in row.effect:
             per_seed = [_first_layer(client, runs[("baseline", s)], "mask")
@@ -128,6 +159,29 @@ def test_claims_table_opens_the_report(report, store):
                     else "inconclusive")
         assert row.verdict == expected and f">{expected}</td>" in page
     assert "in the paper's full layout" in page and "measured (reference only)" in page
+
+
+def _half_way(client, run, task) -> int | None:
+    """The first probed iteration at which layer 0's AP reaches half its final value, read
+    from the run's MLflow history (None: it never does, or the final AP is 0)."""
+    history = sorted((m.step, m.value) for m in client.get_metric_history(
+        run.info.run_id, f"probe_l0_ap_{task}"))
+    final = history[-1][1]
+    return next((step for step, value in history if value >= final / 2), None) \
+        if final > 0 else None
+
+
+def _check_mask_first(client, runs, row) -> None:
+    """§1's claim: per seed, box's half-way iteration minus mask's, of the MaskDINO cell."""
+    per_seed = []
+    for seed in range(SEEDS):
+        box, mask = (_half_way(client, runs[("baseline", seed)], t) for t in ("box", "mask"))
+        if box is not None and mask is not None:
+            per_seed.append(box - mask)
+    assert row.seeds == len(per_seed) and "MaskDINO (baseline)" in row.effect
+    if len(per_seed) == SEEDS:
+        assert row.mean == pytest.approx(sum(per_seed) / SEEDS)
+    assert row.verdict.startswith("inconclusive") or len(per_seed) > 1
 
 
 def _first_layer(client, run, task) -> float:
