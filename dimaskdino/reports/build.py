@@ -119,6 +119,18 @@ def _over_training(section: Section) -> tuple[dict | None, dict[str, str]]:
             {f"{section.key}-learning-speed.csv": table.to_csv(index=False)})
 
 
+def backbone_start(params: pd.DataFrame) -> str:
+    """What the runs' backbones started from (``model.backbone_weights``; a whole-model
+    ``model.weights`` takes precedence), each start once."""
+    def start(row) -> str:
+        if row.get("model.weights") not in (None, "", "None"):
+            return f"model {row['model.weights']}"
+        weights = row.get("model.backbone_weights")
+        return "from scratch" if weights in (None, "", "None", "none") else str(weights)
+
+    return ", ".join(sorted({start(row) for _, row in params.iterrows()})) or "unknown"
+
+
 def _section_context(section: Section, styler: Styler, charts: list) -> dict:
     """The template's variables for one section."""
     ref = reference(section.study, section.dataset)
@@ -128,7 +140,7 @@ def _section_context(section: Section, styler: Styler, charts: list) -> dict:
         "key": section.key, "name": section.study.name, "table": section.study.table,
         "description": section.study.description, "scale": section.scale,
         "dataset": section.dataset, "seeds": ", ".join(map(str, section.seeds)),
-        "seeds_run": seeds_label(section.seeds),
+        "seeds_run": seeds_label(section.seeds), "start": backbone_start(section.params),
         "runs": len(section.runs), "matched": ref.matched,
         "paper_dataset": DATASET_NAMES[ref.key],
         "table_html": Markup(styler.set_uuid(section.key).to_html()),

@@ -61,10 +61,11 @@ by seed) with its 95% t-interval over seeds and a verdict. Rule: {{ claims_rule 
 {% endfor %}</tr><tr>{% for name, version in versions %}<td>{{ version }}</td>
 {% endfor %}</tr></table>
 <table class="runs"><tr><th class="left">study</th><th>table</th><th class="left">dataset</th>
-<th class="left">scale</th><th>seeds</th><th>runs</th></tr>
+<th class="left">scale</th><th class="left">backbone start</th><th>seeds</th><th>runs</th></tr>
 {% for s in sections %}<tr><td class="left">{{ s.name }}</td><td>{{ s.table }}</td>
 <td class="left"><code>{{ s.dataset }}</code></td><td class="left">{{ s.scale }}</td>
-<td>{{ s.seeds_run }}</td><td>{{ s.runs }}</td></tr>{% endfor %}</table>
+<td class="left">{{ s.start }}</td><td>{{ s.seeds_run }}</td><td>{{ s.runs }}</td></tr>
+{% endfor %}</table>
 
 {% if figure_one %}<h2 id="figure-1">Figure 1: the imbalance at the first layer</h2>
 {{ chart(figure_one) }}{% endif %}

@@ -49,7 +49,7 @@ def trained(tmp_path_factory):
     config = apply_overrides(preset("tiny"), [
         f"data.dataset={spec}", "data.min_scale=1.0", "data.max_scale=1.0",
         "data.image_size=[96, 96]", "data.test_short=0", "solver.batch_size=2",
-        "solver.max_iter=120", "solver.steps=[1000]", "solver.warmup_iters=20",
+        "solver.max_iter=120", "solver.steps=[]", "solver.warmup_iters=20",
         "solver.checkpoint_period=0"])
     result = Trainer(config, root / "run", progress=False).run()
     return result.checkpoint, spec, annotations

@@ -95,6 +95,8 @@ def test_definitions_and_configuration(report):
     environment = page[page.index('<table class="runs">'):]
     environment = environment[:environment.index("</table>")]
     assert "<td>2 (seeds 0, 1)</td>" in environment
+    # the test store's runs train from scratch (the micro experiment sets it)
+    assert '<td class="left">from scratch</td>' in environment
 
 
 def test_imbalance_over_training(report, store):

@@ -85,3 +85,15 @@ def test_paper_column_follows_the_dataset(dataset, key, matched):
     assert (ref.key, ref.matched) == (key, matched)
     assert ("reference only" in ref.label) is not matched
     assert reference(TOLERANCE, "synthetic").key == "bdd100k"
+
+
+def test_backbone_start_names_each_start_once():
+    import pandas as pd
+
+    from dimaskdino.reports.build import backbone_start
+
+    params = pd.DataFrame({"model.backbone_weights": ["pretrained:tiny", "pretrained:tiny",
+                                                      "none", None],
+                           "model.weights": [None, None, None, "run/model_final.pth"]})
+    assert backbone_start(params) == ("from scratch, model run/model_final.pth, "
+                                      "pretrained:tiny")
