@@ -122,11 +122,14 @@ def _over_training(section: Section) -> tuple[dict | None, dict[str, str]]:
 def backbone_start(params: pd.DataFrame) -> str:
     """What the runs' backbones started from (``model.backbone_weights``; a whole-model
     ``model.weights`` takes precedence), each start once."""
+    def given(value) -> bool:
+        return not pd.isna(value) and value not in ("", "None", "none")
+
     def start(row) -> str:
-        if row.get("model.weights") not in (None, "", "None"):
+        if given(row.get("model.weights")):
             return f"model {row['model.weights']}"
         weights = row.get("model.backbone_weights")
-        return "from scratch" if weights in (None, "", "None", "none") else str(weights)
+        return str(weights) if given(weights) else "from scratch"
 
     return ", ".join(sorted({start(row) for _, row in params.iterrows()})) or "unknown"
 
