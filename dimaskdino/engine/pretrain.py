@@ -87,9 +87,8 @@ class Classifier(nn.Module):
     def __init__(self, backbone: ResNetConfig, num_classes: int) -> None:
         super().__init__()
         self.backbone = ResNet(backbone)
-        last = self.backbone.stage_names[-1]
-        self.last = last
-        self.fc = nn.Linear(self.backbone.out_channels[last], num_classes)
+        self.last = self.backbone.stage_names[-1]
+        self.fc = nn.Linear(self.backbone.out_channels[self.last], num_classes)
         mean, std, _ = LAYOUT_INPUT[TORCHVISION]
         self.register_buffer("pixel_mean", torch.tensor(mean).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(std).view(1, 3, 1, 1), False)
