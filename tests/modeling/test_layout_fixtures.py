@@ -32,8 +32,15 @@ def official_run(request):
     return model, got, want
 
 
-def test_there_is_a_fixture_of_the_five_level_high2low_layout():
-    assert "maskdino_r50_5s_high2low_tiny" in FIXTURES
+def test_every_layout_the_shared_fixtures_miss_has_a_fixture():
+    """One per official instance layout without a shared fixture (the table in
+    ``tests/fixtures/maskdino_r50_5s_high2low_tiny/README.md``)."""
+    assert set(FIXTURES) >= {
+        "maskdino_r50_5s_high2low_tiny",         # 3s_dowsample2
+        "maskdino_r50_4s_low2high_tiny",         # 4s_dowsample1_2048
+        "maskdino_r50_4s_low2high_bitmask_tiny",  # 3s_dowsample1_2048_bitmask
+        "maskdino_swin_5s_low2high_nobox_tiny",  # swin/..._no_maskEnhance
+    }
 
 
 def test_backbone_and_encoder_levels_match(official_run):
