@@ -18,11 +18,9 @@ from pathlib import Path
 import yaml
 
 from dimaskdino.config_ranges import (
-    NON_EMPTY_TEXT,
     ConfigError,
     Described,
     OneOf,
-    RangeError,
     above,
     at_least,
     between,
@@ -35,9 +33,10 @@ from dimaskdino.config_ranges import (
 )
 from dimaskdino.data.specs import is_dataset_spec
 from dimaskdino.data.synthetic import SEED_MAX, SyntheticSpec
-from dimaskdino.modeling.backbone import ResNetConfig, SwinConfig, backbone_from_official
+from dimaskdino.modeling.backbone import ResNetConfig, SwinConfig
 from dimaskdino.modeling.criterion import LossWeights
 from dimaskdino.modeling.encoder import EncoderConfig
+from dimaskdino.modeling.model import ModelConfig
 from dimaskdino.modeling.predictor import PredictorConfig
 
 # detectron2's defaults overridden by add_maskdino_config / add_dimaskdino_config, limited
@@ -107,89 +106,6 @@ def load_official_config(path: str | Path) -> dict:
     """Read an official YAML (a full dump, or a file with a ``_BASE_`` chain, relative to
     each file) over :data:`OFFICIAL_DEFAULTS`."""
     return _merge(OFFICIAL_DEFAULTS, _read_chain(Path(path), ()))
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to build a MaskDINO / DI-MaskDINO model."""
-
-    # a ResNet or a Swin Transformer, told apart by their fields
-    backbone: ResNetConfig | SwinConfig = field(
-        default_factory=lambda: ResNetConfig(stride_in_1x1=False))
-    encoder: EncoderConfig | None = None  # None: derived from the backbone's shapes
-    predictor: PredictorConfig = field(default_factory=PredictorConfig)
-    pixel_mean: tuple[float, float, float] = ranged((123.675, 116.28, 103.53),
-                                                    each(between(0, 255)))
-    pixel_std: tuple[float, float, float] = ranged((58.395, 57.12, 57.375), each(above(0)))
-    input_format: str = ranged("RGB", one_of("RGB", "BGR"))
-    size_divisibility: int = ranged(32, at_least(1))
-    detections_per_image: int = ranged(100, at_least(1))
-    # starting weights, loaded by the trainer before the first iteration (see
-    # dimaskdino.engine.initialization): ImageNet weights of the backbone (a torchvision
-    # .pth or detectron2 .pkl; "none": from scratch on purpose), or the whole model from a
-    # dimask checkpoint or an official one (with its YAML, weights_config)
-    backbone_weights: str | None = ranged(None, NON_EMPTY_TEXT)
-    weights: str | None = ranged(None, NON_EMPTY_TEXT)
-    weights_config: str | None = ranged(None, NON_EMPTY_TEXT)
-
-    def __post_init__(self) -> None:
-        check_ranges(self)
-        channels, strides = self.backbone.output_shapes()
-        if self.encoder is None:
-            self.encoder = EncoderConfig(in_channels=channels, in_strides=strides)
-            self._check_parts_agree()
-            return
-        # the encoder's inputs always follow the backbone (an override may change it)
-        missing = set(self.encoder.in_channels) - set(channels)
-        if missing:
-            raise ConfigError(f"the encoder reads {sorted(missing)}, which the backbone does "
-                              f"not output ({sorted(channels)})")
-        self.encoder.in_channels = {f: channels[f] for f in self.encoder.in_channels}
-        self.encoder.in_strides = {f: strides[f] for f in self.encoder.in_channels}
-        self._check_parts_agree()
-
-    def _check_parts_agree(self) -> None:
-        """The predictor reads the encoder's tokens, levels and mask features as they are;
-        the encoder's transformer reads backbone features it has."""
-        encoder, predictor = self.encoder, self.predictor
-        unread = sorted(set(encoder.transformer_in_features) - set(encoder.in_channels))
-        if unread:
-            raise RangeError(EncoderConfig, "transformer_in_features",
-                             encoder.transformer_in_features,
-                             f"some of the backbone's outputs {sorted(encoder.in_channels)}")
-        for ours, theirs in (("hidden_dim", "conv_dim"), ("mask_dim", "mask_dim"),
-                             ("levels", "total_levels")):
-            if getattr(predictor, ours) != getattr(encoder, theirs):
-                raise RangeError(PredictorConfig, ours, getattr(predictor, ours),
-                                 f"equal to model.encoder.{theirs} ({getattr(encoder, theirs)})")
-
-    @property
-    def name(self) -> str:
-        """``DI-MaskDINO`` when DI or BATO is on, else ``MaskDINO``."""
-        p = self.predictor
-        on = p.first_selected_queries is not None or p.num_guiding_tokens is not None
-        return "DI-MaskDINO" if on else "MaskDINO"
-
-    @classmethod
-    def from_official(cls, cfg: dict) -> ModelConfig:
-        """From a config read by :func:`load_official_config`."""
-        model = cfg["MODEL"]
-        try:
-            backbone = backbone_from_official(model)
-            channels, strides = backbone.output_shapes()
-            encoder = EncoderConfig.from_official(model, channels, strides)
-            predictor = PredictorConfig.from_official(model)
-        except RangeError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"unsupported official config: {exc}") from None
-        return cls(
-            backbone=backbone, encoder=encoder, predictor=predictor,
-            pixel_mean=tuple(model["PIXEL_MEAN"]), pixel_std=tuple(model["PIXEL_STD"]),
-            input_format=cfg["INPUT"]["FORMAT"],
-            size_divisibility=model["MaskDINO"]["SIZE_DIVISIBILITY"],
-            detections_per_image=cfg["TEST"]["DETECTIONS_PER_IMAGE"],
-        )
 
 
 @dataclass

@@ -24,14 +24,15 @@ import torch
 from pycocotools import mask as mask_utils
 
 from dimaskdino.analysis.consistency import box_mask_iou
+from dimaskdino.analysis.layers import layer_instances
 from dimaskdino.config import ConfigError
 from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.data.transforms import resize
 from dimaskdino.engine.evaluator import encode_masks
-from dimaskdino.engine.precision import Precision, model_precision
+from dimaskdino.engine.inference import predict
+from dimaskdino.engine.precision import Precision, announced, model_precision
 from dimaskdino.fileio import atomic_write
 from dimaskdino.modeling.model import DIMaskDINO
-from dimaskdino.modeling.postprocess import layer_instances
 
 MAX_SIDE = 1024            # the longest side an image is drawn at
 GALLERY_IMAGES = 3         # the report's gallery: this many val images ...
@@ -152,21 +153,16 @@ def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[
     in ``precision`` (see :mod:`dimaskdino.engine.precision`); ``announce`` gets the
     precision's one-line description once the first image is read."""
     model.float().eval()
-    mode = precision if isinstance(precision, Precision) else model_precision(precision, model)
+    mode = model_precision(precision, model)
     device = next(model.parameters()).device
     last = model.config.predictor.dec_layers
     names = class_names(dataset, model.config.predictor.num_classes)
     annotated = ground_truth and getattr(dataset.dataset, "has_annotations", False)
-    for index in indices:
-        original, target = dataset.dataset[index]
+    samples = ((index, *dataset.dataset[index], dataset[index][0]) for index in indices)
+    for index, original, target, model_input in announced(samples, mode, announce):
         size = drawing_size(*original.shape[-2:], max_side)
-        model_input, _ = dataset[index]
-        if announce is not None:
-            announce(mode.describe())
-            announce = None
-        with torch.no_grad():
-            pred = model.predict([model_input.to(device)], [size], all_layers=True,
-                                 precision=mode)
+        pred = predict(model, [model_input.to(device)], [size], all_layers=True,
+                       precision=mode)
         found = layer_instances(pred, layers, model.config.detections_per_image)[0]
         keep = ~target["iscrowd"]
         image, masks = resize(original, target["masks"][keep], size)

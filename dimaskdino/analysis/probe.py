@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from dimaskdino.analysis.consistency import consistency_summary
+from dimaskdino.analysis.layers import layer_instances
 from dimaskdino.config_ranges import ConfigError
 from dimaskdino.data.coco import DatasetError
 from dimaskdino.data.loader import EvaluationImages
@@ -55,7 +56,7 @@ from dimaskdino.engine.inference import predictions
 from dimaskdino.engine.precision import Precision
 from dimaskdino.fileio import atomic_write_text
 from dimaskdino.modeling.model import DIMaskDINO
-from dimaskdino.modeling.postprocess import box_inference, layer_instances
+from dimaskdino.modeling.postprocess import box_inference
 
 COLUMNS = ["model", "layer", "task", *METRICS]
 ERROR_COLUMNS = ["model", "layer", "task", "error", "dAP"]

@@ -9,7 +9,7 @@ the images (and augmentations) one process with batch ``W * b`` sees.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -18,7 +18,6 @@ from dimaskdino.data.coco import CocoInstances, DatasetError
 from dimaskdino.data.images import ImageFolder
 from dimaskdino.data.specs import DatasetSource, resolve_dataset
 from dimaskdino.data.transforms import LargeScaleJitter, resize, shortest_edge_size
-from dimaskdino.engine.interrupt import ignore_stop_signals
 from dimaskdino.mask_boxes import masks_to_boxes_exclusive
 
 _SEED_STRIDE = 1_000_003  # keeps (seed, position) -> generator seed one-to-one in practice
@@ -94,15 +93,17 @@ def collate(samples: list) -> tuple[list, list]:
 
 
 def training_loader(stream: TrainingStream, batch_size: int, start: int, stop: int,
-                    rank: int = 0, world_size: int = 1, workers: int = 0) -> DataLoader:
-    """Batches of iterations ``start..stop-1`` for ``rank``; the workers leave SIGINT /
-    SIGTERM to the main process, which stops at the end of an iteration. The loader's own
-    generator (not the global one, which a resumed run's loader would draw from at another
-    point than the straight run's) seeds its workers."""
+                    rank: int = 0, world_size: int = 1, workers: int = 0,
+                    worker_init: Callable[[int], None] | None = None) -> DataLoader:
+    """Batches of iterations ``start..stop-1`` for ``rank``; each worker process first runs
+    ``worker_init`` (the trainer's leaves SIGINT / SIGTERM to the main process, which stops
+    at the end of an iteration). The loader's own generator (not the global one, which a
+    resumed run's loader would draw from at another point than the straight run's) seeds
+    its workers."""
     return DataLoader(stream, batch_sampler=StreamSampler(batch_size, start, stop, rank,
                                                           world_size),
                       collate_fn=collate, num_workers=workers, generator=torch.Generator(),
-                      persistent_workers=False, worker_init_fn=ignore_stop_signals)
+                      persistent_workers=False, worker_init_fn=worker_init)
 
 
 class EvaluationImages(Dataset):

@@ -91,13 +91,10 @@ class ExportedModel:
 
     def predict(self, images: Sequence[torch.Tensor],
                 output_sizes: Sequence[tuple[int, int]] | None = None,
-                all_layers: bool = False, precision: str | Precision = "fp32",
-                masks: MaskFormat = "bitmap") -> Prediction:
-        """:meth:`DIMaskDINO.predict` through the runtime (arguments and result alike). A
-        file of the last layer only cannot give ``all_layers``; an image larger than the
-        exported size is a ConfigError."""
-        if not isinstance(precision, Precision):
-            self.resolve_precision(precision)
+                all_layers: bool = False, masks: MaskFormat = "bitmap") -> Prediction:
+        """:meth:`DIMaskDINO.predict` through the runtime (arguments and result alike), in
+        float32 (:meth:`resolve_precision`). A file of the last layer only cannot give
+        ``all_layers``; an image larger than the exported size is a ConfigError."""
         last = self.config.predictor.dec_layers
         if all_layers and self.layers != list(range(last + 1)):
             raise ConfigError(f"{self.path} holds layer {last} only (exported with --layers "

@@ -20,12 +20,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
-from dimaskdino.config import PRECISIONS, ConfigError, ModelConfig
+from dimaskdino.config import PRECISIONS, ConfigError
+from dimaskdino.modeling.model import ModelConfig, ModelOutput
+
+Item = TypeVar("Item")
 
 # CPU flags of native bfloat16 arithmetic, the stronger first
 BF16_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX512_BF16"}
@@ -113,6 +118,15 @@ class Precision:
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
+    def run(self, model: torch.nn.Module, batch: torch.Tensor,
+            keys: tuple[str, ...] | None = None, **kwargs) -> ModelOutput:
+        """``model(batch, **kwargs)`` in this precision: under :meth:`autocast`, the batch in
+        :meth:`batch`'s layout, the outputs ``keys`` (default :data:`TRAINING_KEYS`; what is
+        read after the forward) in float32 (:func:`float32_predictions`)."""
+        with self.autocast():
+            outputs = model(self.batch(batch), **kwargs)
+        return float32_predictions(outputs, keys or TRAINING_KEYS)
+
 
 # the model outputs read after the forward: in training, per-layer predictions, the
 # two-stage proposals, DI's interaction outputs and the denoising queries' predictions; in
@@ -144,10 +158,13 @@ def resolve_precision(precision: str, device: torch.device | str, model: ModelCo
     return Precision("bf16", kind, f"CPU has {unit}")
 
 
-def model_precision(precision: str, model: torch.nn.Module) -> Precision:
+def model_precision(precision: str | Precision, model: torch.nn.Module) -> Precision:
     """:func:`resolve_precision` for a built model (``model.config``) on its parameters'
     device; a model that is not float32 (e.g. the float64 fixture models) is always fp32; an
-    exported model (:class:`~dimaskdino.engine.exported.ExportedModel`) says its own."""
+    exported model (:class:`~dimaskdino.engine.exported.ExportedModel`) says its own. A
+    :class:`Precision` is already resolved: it is returned as it is."""
+    if isinstance(precision, Precision):
+        return precision
     if not isinstance(model, torch.nn.Module):
         return model.resolve_precision(precision)
     parameter = next(model.parameters())
@@ -181,3 +198,14 @@ def float32_outputs(outputs):
     if isinstance(outputs, (list, tuple)):
         return type(outputs)(float32_outputs(value) for value in outputs)
     return outputs
+
+
+def announced(items: Iterable[Item], mode: Precision,
+              announce: Callable[[str], None] | None) -> Iterator[Item]:
+    """``items`` (batches being read), with ``announce(mode.describe())`` (``precision: bf16
+    (CPU has AMX-BF16)``) once the first is read, so that an error before any work (a
+    missing file, a damaged image) is still the only line a command prints."""
+    for position, item in enumerate(items):
+        if position == 0 and announce is not None:
+            announce(mode.describe())
+        yield item

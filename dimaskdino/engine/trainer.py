@@ -22,6 +22,7 @@ after Ctrl-C or a preemption loses nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -66,7 +67,7 @@ from dimaskdino.engine import distributed, interrupt
 from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint, save_checkpoint
 from dimaskdino.engine.evaluator import evaluate_model
 from dimaskdino.engine.initialization import initialize_model
-from dimaskdino.engine.precision import float32_predictions, resolve_precision
+from dimaskdino.engine.precision import announced, resolve_precision
 from dimaskdino.engine.solver import build_optimizer, set_learning_rate
 from dimaskdino.fileio import append_line, atomic_write_text
 from dimaskdino.modeling.criterion import SetCriterion
@@ -257,23 +258,22 @@ class Trainer:
             config.data.flip), solver.seed)
         loader = training_loader(stream, self.local_batch, start, solver.max_iter,
                                  distributed.rank(), distributed.world_size(),
-                                 config.data.workers)
+                                 config.data.workers, interrupt.ignore_stop_signals)
         metrics: dict = {}
         with interrupt.StopRequest() as stop, \
                 progress_bar(disable=not (self.progress and self.main)) as bar:
             task = bar.add_task(f"train {config.model.name}", total=solver.max_iter,
                                 completed=start, status="")
             started = time.perf_counter()
-            for iteration, (images, targets) in enumerate(loader, start):
-                if iteration == start and self.main and self.progress:  # once data is read
-                    print(precision.describe(), file=sys.stderr)
+            announce = self.progress and self.main and functools.partial(print, file=sys.stderr)
+            for iteration, (images, targets) in enumerate(
+                    announced(loader, precision, announce or None), start):
                 lr = set_learning_rate(self.optimizer, iteration, solver)
                 batch, prepared = self.model.prepare_training_batch(images, targets)
                 objects = distributed.all_reduce_mean(
                     {"objects": float(sum(len(t["labels"]) for t in prepared))})["objects"]
-                with precision.autocast():  # matching and losses in fp32
-                    outputs = model(precision.batch(batch), targets=prepared)
-                losses = self.criterion(float32_predictions(outputs), prepared, objects)
+                outputs = precision.run(model, batch, targets=prepared)  # losses in fp32
+                losses = self.criterion(outputs, prepared, objects)
                 total = losses["loss"]
                 values = torch.stack([v.detach().double() for v in losses.values()])
                 logged = distributed.all_reduce_mean(dict(zip(losses, values.tolist())))

@@ -38,33 +38,22 @@ MaskDINO is the same model with DI and BATO off. Every stage returns a typed out
 (:class:`selection.Selection`, :class:`di.DIOutput`, :class:`bato.BATOOutput`,
 :class:`decoder.DecoderOutput`, :class:`predictor.PredictorOutput`); the per-layer
 predictions stay DETR's ``pred_logits / pred_boxes / pred_masks`` dicts.
-
-The names below are imported on first use (``dimaskdino.config`` imports the config
-classes of this package, and the model imports the config).
 """
 
-from __future__ import annotations
+from dimaskdino.modeling.bato import BalanceAwareTokens, BATOOutput
+from dimaskdino.modeling.criterion import LossWeights, SetCriterion
+from dimaskdino.modeling.decoder import DecoderOutput, DeformableDecoder
+from dimaskdino.modeling.di import DeImbalance, DIOutput
+from dimaskdino.modeling.encoder import EncoderConfig, MaskDINOEncoder
+from dimaskdino.modeling.heads import PredictionHeads
+from dimaskdino.modeling.model import DIMaskDINO, ModelConfig, ModelOutput, Prediction
+from dimaskdino.modeling.predictor import DIMaskDINOPredictor, PredictorConfig, PredictorOutput
+from dimaskdino.modeling.selection import QuerySelection, Selection, select_top_k
 
-import importlib
-
-# public name -> the module that defines it
-_EXPORTS = {
-    "DIMaskDINO": "model", "ModelOutput": "model", "Prediction": "model",
-    "DIMaskDINOPredictor": "predictor", "PredictorConfig": "predictor",
-    "PredictorOutput": "predictor",
-    "MaskDINOEncoder": "encoder", "EncoderConfig": "encoder",
-    "QuerySelection": "selection", "Selection": "selection", "select_top_k": "selection",
-    "DeImbalance": "di", "DIOutput": "di",
-    "BalanceAwareTokens": "bato", "BATOOutput": "bato",
-    "DeformableDecoder": "decoder", "DecoderOutput": "decoder",
-    "PredictionHeads": "heads",
-    "SetCriterion": "criterion", "LossWeights": "criterion",
-}
-
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__all__ = [
+    "BATOOutput", "BalanceAwareTokens", "DIMaskDINO", "DIMaskDINOPredictor", "DIOutput",
+    "DeImbalance", "DecoderOutput", "DeformableDecoder", "EncoderConfig", "LossWeights",
+    "MaskDINOEncoder", "ModelConfig", "ModelOutput", "Prediction", "PredictionHeads",
+    "PredictorConfig", "PredictorOutput", "QuerySelection", "Selection", "SetCriterion",
+    "select_top_k",
+]

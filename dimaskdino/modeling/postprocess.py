@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 
 from dimaskdino.modeling.box_ops import box_cxcywh_to_xyxy
 from dimaskdino.ops.masks import binary_masks_and_scores, encode_mask_logits
-
-if TYPE_CHECKING:
-    from dimaskdino.modeling.model import Prediction
 
 MaskFormat = Literal["bitmap", "rle"]
 
@@ -146,28 +143,3 @@ def grouped_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
         for n, instances in zip(members, stacked, strict=True):
             found[n] = instances
     return found
-
-
-def layer_instances(pred: Prediction, layers: Sequence[int], topk: int = 100,
-                    masks: MaskFormat = "bitmap") -> list[dict[int, dict]]:
-    """:func:`instance_inference` of ``layers`` of every image of ``pred`` (predicted with
-    ``all_layers`` and, for the last layer, with ``masks``) -> per image ``{layer:
-    instances}``: the inner layers of all images post-processed together
-    (:func:`grouped_instance_inference`), the last one as the model reported it (what
-    ``dimask eval`` scores)."""
-    last = len(pred.layers) - 1
-    inner = [layer for layer in layers if layer != last]
-    images = len(pred.image_sizes)
-    found: list[dict[int, dict]] = [{} for _ in range(images)]
-    if inner:
-        stacked = (torch.cat([pred.layers[layer][key] for layer in inner])
-                   for key in ("pred_logits", "pred_masks", "pred_boxes"))  # layer-major
-        every = grouped_instance_inference(*stacked, pred.padded_size,
-                                           pred.image_sizes * len(inner),
-                                           pred.output_sizes * len(inner), topk, masks)
-        for k, instances in enumerate(every):
-            found[k % images][inner[k // images]] = instances
-    if last in layers:
-        for image in range(images):
-            found[image][last] = pred.instances[image]
-    return [dict(sorted(f.items())) for f in found]

@@ -7,6 +7,7 @@ import torch
 
 from dimaskdino.checkpoint import CheckpointError, load_official
 from dimaskdino.config import ConfigError
+from dimaskdino.engine.inference import predict
 from tests.modeling.official_instances import assert_instances_match
 
 FIXTURES = ("dimaskdino_tiny", "maskdino_tiny", "maskdino_r50_3s_tiny", "maskdino_swin_tiny")
@@ -130,43 +131,11 @@ def test_bad_inputs_are_one_clear_error(tmp_path, golden_fixtures):
         load_official(golden_fixtures / "maskdino_tiny" / "config.yaml", other)
 
 
-def _autocast_seen(model, precision: str) -> list[tuple[bool, bool]]:
-    """(autocast on, input channels-last) as the backbone saw them in one ``predict``."""
-    seen = []
-    hook = model.backbone.register_forward_pre_hook(lambda _, args: seen.append((
-        torch.is_autocast_enabled("cpu"),
-        args[0].is_contiguous(memory_format=torch.channels_last) and not
-        args[0].is_contiguous())))
-    try:
-        pred = model.predict([torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8)],
-                             all_layers=True, precision=precision)
-    finally:
-        hook.remove()
-    assert all(t.dtype == torch.float32 for layer in pred.layers for t in layer.values())
-    assert all(t.dtype != torch.bfloat16 for t in pred.instances[0].values())
-    return seen
-
-
-def test_predict_precision_fp32_is_exact_and_bf16_autocasts():
-    from dimaskdino.config import preset
-    from dimaskdino.modeling.model import DIMaskDINO
-
-    torch.manual_seed(0)
-    model = DIMaskDINO(preset("tiny").model).eval()
-    assert _autocast_seen(model, "fp32") == [(False, False)]
-    assert _autocast_seen(model, "bf16") == [(True, True)]
-    image = [torch.randint(0, 256, (3, 64, 80), dtype=torch.uint8)]
-    default, exact = model.predict(image), model.predict(image, precision="fp32")
-    assert torch.equal(default.instances[0]["scores"], exact.instances[0]["scores"])
-    with pytest.raises(ConfigError, match="precision 'half' is not supported"):
-        model.predict(image, precision="half")
-
-
 def test_float64_fixture_models_predict_exactly_under_auto(official_run, golden_fixtures):
     name, model, got, _ = official_run
     inputs = torch.load(golden_fixtures / name / "inputs.pt", weights_only=True)
     sizes = list(zip(inputs["heights"], inputs["widths"], strict=True))
-    auto = model.predict(inputs["images"], output_sizes=sizes, all_layers=True,
-                         precision="auto")
+    auto = predict(model, inputs["images"], output_sizes=sizes, all_layers=True,
+                   precision="auto")
     for mine, theirs in zip(auto.layers, got.layers, strict=True):
         assert all(torch.equal(mine[key], theirs[key]) for key in mine)
