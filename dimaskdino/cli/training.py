@@ -34,10 +34,9 @@ def train(
     overrides: Annotated[list[str] | None, typer.Argument(
         help="Config overrides, e.g. solver.max_iter=300 model.predictor.dec_layers=6",
         show_default=False)] = None,
-    preset: Annotated[str, typer.Option(help="tiny | r50-coco-12ep | r50-coco-50ep | "
-                                             "r50-bdd100k-68ep | swinl-coco-12ep | "
-                                             "swinl-coco-50ep | swinl-bdd100k-68ep")
-                      ] = "tiny",
+    preset: Annotated[str, typer.Option(help="The experiment preset (an unknown name lists "
+                                             "them all; the table: dimaskdino.config.presets)."
+                                        )] = "tiny",
     model: Annotated[str, typer.Option(help="dimaskdino | maskdino")] = "dimaskdino",
     data: Annotated[str | None, typer.Option(
         help="Dataset spec: synthetic, coco:ROOT, bdd100k:ROOT, coco-json:ANN.json:IMAGE_DIR "
