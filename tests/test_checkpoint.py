@@ -167,12 +167,13 @@ def test_swin_weights_that_do_not_fit_are_one_clear_line(tmp_path):
     path = tmp_path / "window7.pth"
     torch.save({"model": swin_repo_state(source)}, path)
     with pytest.raises(CheckpointError, match=r"relative_position_bias_table has shape "
-                                              r"\(169, 1\), the backbone expects \(49, 1\)"):
+                                              r"\(169, 1\), the model expects \(49, 1\)"):
         load_swin_weights(SwinTransformer(SWIN), path)
     partial = swin_repo_state(SwinTransformer(SWIN))
     del partial["layers.2.blocks.0.mlp.fc1.weight"]
     torch.save({"model": partial}, path)
-    with pytest.raises(CheckpointError, match="1 Swin weights missing"):
+    with pytest.raises(CheckpointError, match=r"does not fit the Swin backbone: 1 missing keys "
+                                              r"\(e.g. \['layers.2.blocks.0.mlp.fc1.weight'\]\)"):
         load_swin_weights(SwinTransformer(SWIN), path)
     shuffled = swin_repo_state(SwinTransformer(SWIN))
     shuffled["layers.1.blocks.1.attn.relative_position_index"] = \

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import typer
 from rich.console import Console
 
+from dimaskdino.errors import one_line
+
 console = Console(stderr=True, soft_wrap=True)
 
 # what an OSError says about the machine rather than about dimask: a user error
@@ -42,7 +44,7 @@ def user_errors(resume_hint: str = "") -> Iterator[None]:
             yield
     except (CheckpointError, ConfigError, DatasetError, TrainingError, WriteError,
             ExtensionBuildError, LockedError) as exc:
-        raise fail(_one_line(str(exc))) from None
+        raise fail(one_line(exc)) from None
     except OSError as exc:
         if exc.errno not in ENVIRONMENT_ERRNOS:
             raise
@@ -53,14 +55,3 @@ def user_errors(resume_hint: str = "") -> Iterator[None]:
         hint = f"; {resume_hint}" if resume_hint and stop.checkpoint else ""
         console.print(f"[bold yellow]interrupted:[/] {stop}{hint}", highlight=False)
         raise typer.Exit(code=stop.exit_code) from None
-
-
-def _one_line(message: str) -> str:
-    """A DataLoader worker re-raises errors with the worker's traceback in the message;
-    keep the original error's own text (the last line, without its class name)."""
-    lines = [line for line in message.strip().splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return message.strip()
-    last = lines[-1]
-    head, sep, tail = last.partition(": ")
-    return tail if sep and "." in head and " " not in head else last

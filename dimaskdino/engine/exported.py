@@ -29,6 +29,7 @@ from dimaskdino.engine.export import (
     require,
 )
 from dimaskdino.engine.precision import Precision, check_precision
+from dimaskdino.errors import one_line
 from dimaskdino.modeling.model import Prediction, finish_prediction, requested_sizes
 from dimaskdino.modeling.postprocess import MaskFormat
 from dimaskdino.modeling.preprocess import batch_images
@@ -136,9 +137,8 @@ def load_exported(path: str | Path) -> tuple[ExportedModel, ExperimentConfig]:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own error types (InvalidProtobuf, Fail, ...)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"{path} is not an ONNX model onnxruntime can load ({reason})"
-                              ) from None
+        raise CheckpointError(f"{path} is not an ONNX model onnxruntime can load "
+                              f"({one_line(exc)})") from None
     metadata = read_metadata(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY),
                              path)
     experiment = config_from_dict(ExperimentConfig, metadata["config"])

@@ -30,6 +30,7 @@ from dimaskdino.checkpoint import (
     convert_official_state_dict,
     is_official_checkpoint,
     load_backbone_weights,
+    load_strict,
     load_swin_weights,
     read_official_weights,
     read_torch_file,
@@ -101,25 +102,9 @@ def fit_model_weights(model: DIMaskDINO, state: Mapping[str, torch.Tensor],
     """Copy ``state`` into ``model``: every key must match and every shape fit, except
     the :data:`CLASS_DEPENDENT` tensors of another class count, which keep their fresh
     initialisation. Returns those keys."""
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path} does not fit the {model.config.name}: {len(missing)} missing keys (e.g. "
-            f"{missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]}); dimask "
-            "train --init-from takes the checkpoint's architecture")
-    kept = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
-    for key in kept:
-        if key not in CLASS_DEPENDENT:
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(state[key].shape)}, the model expects "
-                f"{tuple(own[key].shape)}; dimask train --init-from takes the checkpoint's "
-                "architecture")
-    with torch.no_grad():
-        for key, value in state.items():
-            if key not in kept:
-                own[key].copy_(value)
-    return kept
+    return load_strict(model.state_dict(), state, f"{path} does not fit the "
+                       f"{model.config.name}", may_differ=CLASS_DEPENDENT.__contains__,
+                       hint="dimask train --init-from takes the checkpoint's architecture")
 
 
 def load_model_weights(model: DIMaskDINO, path: str | Path,

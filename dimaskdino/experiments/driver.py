@@ -24,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from dimaskdino.config import ConfigError, config_to_dict
+from dimaskdino.errors import one_line
 from dimaskdino.experiments.plan import CellJob, config_hash
 
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -118,7 +119,7 @@ def _run_local(pending: list[tuple[int, CellJob, str]], total: int, tracking_uri
         try:
             run_cell_job(job, tracking_uri, run_id, progress)
         except Exception as exc:  # one failed cell does not stop the study
-            errors[run_id] = _error_line(exc)
+            errors[run_id] = one_line(exc)
             echo(f"[{index}/{total}] {job.label} failed: {errors[run_id]}")
     return errors
 
@@ -156,16 +157,10 @@ def _run_submitit(pending: list[tuple[int, CellJob, str]], total: int, tracking_
             handle.result()
             echo(f"[{index}/{total}] {job.label} done")
         except Exception as exc:
-            errors[run_id] = _error_line(exc)
+            errors[run_id] = one_line(exc)
             echo(f"[{index}/{total}] {job.label} failed: {errors[run_id]} "
                  f"(log: {handle.paths.stderr})")
     return errors
-
-
-def _error_line(exc: Exception) -> str:
-    """The last non-blank line of ``exc``'s message, or its type's name."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
 
 
 def _prepare_backbones(jobs: list[CellJob], echo: Callable[[str], None]) -> None:

@@ -27,9 +27,9 @@ def _join_submitit_tasks() -> None:
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
-def _probe(checkpoint: Path, progress: bool, precision: str):
-    """The layer probe of a training checkpoint on its own validation split."""
-    from dimaskdino.analysis.probe import probe_layers
+def _trained(checkpoint: Path):
+    """The model of a training checkpoint, on this process's device, and its own validation
+    split: what the cell's probe and gallery read (the checkpoint is loaded once)."""
     from dimaskdino.checkpoint import load_model
     from dimaskdino.data.loader import validation_images
     from dimaskdino.engine import distributed
@@ -37,22 +37,15 @@ def _probe(checkpoint: Path, progress: bool, precision: str):
     model, config = load_model(checkpoint)
     model.to(distributed.init_from_environment())
     dataset, _ = validation_images(config.data)
-    return probe_layers(model, dataset, None, config.data.test_batch_size, "hotcoco",
-                        progress=progress, precision=precision)
+    return model, dataset, config.data.test_batch_size
 
 
-def _gallery(checkpoint: Path, out_dir: Path, precision: str) -> Path:
+def _gallery(model, dataset, out_dir: Path, precision: str) -> Path:
     """The report's gallery data of the trained cell (first and last layer of a few val
     images, :func:`~dimaskdino.analysis.layer_detections.gallery_views`) in
     ``out_dir/gallery``; logged with the cell so that the report needs only the store."""
     from dimaskdino.analysis.layer_detections import gallery_views, save_views
-    from dimaskdino.checkpoint import load_model
-    from dimaskdino.data.loader import validation_images
-    from dimaskdino.engine import distributed
 
-    model, config = load_model(checkpoint)
-    model.to(distributed.init_from_environment())
-    dataset, _ = validation_images(config.data)
     folder = out_dir / "gallery"
     folder.mkdir(parents=True, exist_ok=True)
     save_views(gallery_views(model, dataset, precision), folder)
@@ -63,7 +56,7 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
     """Train and probe ``job`` into ``job.output_dir``, recording into the child run
     ``run_id``. Returns ``{"label", "run_id", "iteration"}``; on an error the run is marked
     FAILED (KILLED on Ctrl-C or SIGTERM) and the error propagates."""
-    from dimaskdino.analysis.probe import save_probe
+    from dimaskdino.analysis.probe import probe_layers, save_probe
     from dimaskdino.config import config_to_dict
     from dimaskdino.engine import distributed
     from dimaskdino.engine.trainer import Trainer
@@ -78,13 +71,15 @@ def run_cell_job(job: CellJob, tracking_uri: str, run_id: str, progress: bool = 
             recorder.started(config_to_dict(config))
         result = Trainer(config, out_dir, resume=True, progress=progress,
                          callbacks=[recorder.training_record] if recorder else []).run()
-        probe = _probe(result.checkpoint, progress, job.precision)
+        model, dataset, batch_size = _trained(result.checkpoint)
+        probe = probe_layers(model, dataset, None, batch_size, "hotcoco", progress=progress,
+                             precision=job.precision)
         if recorder:
             save_probe(probe, out_dir, {"checkpoint": str(result.checkpoint)},
                        detections=False)
             recorder.probe(probe.table)
             recorder.diagnostics(probe.errors, probe.consistency)
-            gallery = _gallery(result.checkpoint, out_dir, job.precision)
+            gallery = _gallery(model, dataset, out_dir, job.precision)
             history = [out_dir / name for name in ("probe_history.csv", "probe_history.json")
                        if (out_dir / name).is_file()]
             recorder.final(result.metrics, [*(out_dir / name for name in (
