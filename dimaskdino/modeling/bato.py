@@ -17,24 +17,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from dimaskdino.modeling.encoder import conv_gn
-from dimaskdino.modeling.heads import PredictionHeads, feed_forward
+from dimaskdino.modeling.heads import PredictionHeads
 from dimaskdino.modeling.outputs import StageOutput
+from dimaskdino.modeling.post_norm import PostNormLayer
 from dimaskdino.modeling.selection import select_top_k
 
 
-class QueryGuidedFeatureUpdate(nn.Module):
-    """Cross-attention from the encoder tokens to the guiding tokens, then an FFN."""
+class QueryGuidedFeatureUpdate(PostNormLayer):
+    """Cross-attention from the encoder tokens to the guiding tokens (``norm1``), then an
+    FFN (``norm2``)."""
 
     def __init__(self, dim: int, dim_feedforward: int, dropout: float = 0.0,
                  heads: int = 8) -> None:
-        super().__init__()
-        self.multihead_attn = nn.MultiheadAttention(dim, heads, dropout=dropout,
-                                                    batch_first=True)
-        self.norm1 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        super().__init__(dim, dim_feedforward, dropout, {"multihead_attn": nn.MultiheadAttention(
+            dim, heads, dropout=dropout, batch_first=True)})
         for p in self.parameters():
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
@@ -45,9 +41,7 @@ class QueryGuidedFeatureUpdate(nn.Module):
         -> ``(B, S, C)``."""
         attended = self.multihead_attn(tokens + token_pos, guides + guide_pos, guides,
                                        need_weights=False)[0]
-        tokens = self.norm1(tokens + self.dropout(attended))
-        ffn = feed_forward(tokens, self.linear1, self.linear2, self.dropout)
-        return self.norm2(tokens + self.dropout(ffn))
+        return self.ffn(self.add_norm(tokens, attended, self.norm1))
 
 
 @dataclass

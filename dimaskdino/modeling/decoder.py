@@ -9,26 +9,21 @@ import torch
 from torch import nn
 
 from dimaskdino.modeling.box_ops import inverse_sigmoid
-from dimaskdino.modeling.heads import MLP, PredictionHeads, feed_forward
+from dimaskdino.modeling.heads import MLP, PredictionHeads
 from dimaskdino.modeling.position import sine_box_embedding
+from dimaskdino.modeling.post_norm import PostNormLayer
 from dimaskdino.ops import MSDeformAttn
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(PostNormLayer):
     """Post-norm: self-attention (``norm2``), deformable cross-attention (``norm1``), FFN
     (``norm3``); the official parameter names."""
 
     def __init__(self, dim: int, dim_feedforward: int, dropout: float, levels: int,
                  heads: int = 8, points: int = 4) -> None:
-        super().__init__()
-        self.cross_attn = MSDeformAttn(dim, levels, heads, points)
-        self.norm1 = nn.LayerNorm(dim)
-        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.norm2 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, dim)
-        self.norm3 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        super().__init__(dim, dim_feedforward, dropout, {
+            "cross_attn": MSDeformAttn(dim, levels, heads, points),
+            "self_attn": nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)})
 
     def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor,
                 reference_points: torch.Tensor, memory: torch.Tensor,
@@ -39,12 +34,10 @@ class DecoderLayer(nn.Module):
         Returns ``(B, Q, C)``."""
         q = tgt + query_pos
         attended = self.self_attn(q, q, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
-        tgt = self.norm2(tgt + self.dropout(attended))
+        tgt = self.add_norm(tgt, attended, self.norm2)
         attended = self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes,
                                    level_start_index)
-        tgt = self.norm1(tgt + self.dropout(attended))
-        ffn = feed_forward(tgt, self.linear1, self.linear2, self.dropout)
-        return self.norm3(tgt + self.dropout(ffn))
+        return self.ffn(self.add_norm(tgt, attended, self.norm1))
 
 
 @dataclass

@@ -17,31 +17,25 @@ import torch
 from torch import nn
 
 from dimaskdino.modeling.box_ops import inverse_sigmoid
-from dimaskdino.modeling.heads import MLP, PredictionHeads, feed_forward
+from dimaskdino.modeling.heads import MLP, PredictionHeads
 from dimaskdino.modeling.outputs import StageOutput
 from dimaskdino.modeling.position import sine_box_embedding
+from dimaskdino.modeling.post_norm import PostNormLayer
 from dimaskdino.modeling.selection import select_top_k
 
 
-class TokenInteractionLayer(nn.Module):
+class TokenInteractionLayer(PostNormLayer):
     """Post-norm self-attention (``norm1``) + FFN (``norm2``) among the selected tokens."""
 
     def __init__(self, dim: int, dim_feedforward: int, dropout: float, heads: int = 8) -> None:
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
-        self.norm1 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        super().__init__(dim, dim_feedforward, dropout, {"self_attn": nn.MultiheadAttention(
+            dim, heads, dropout=dropout, batch_first=True)})
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """``tokens``, ``pos`` ``(B, K, C)`` -> ``(B, K, C)``."""
         q = tokens + pos
         attended = self.self_attn(q, q, tokens, need_weights=False)[0]
-        tokens = self.norm1(tokens + self.dropout(attended))
-        ffn = feed_forward(tokens, self.linear1, self.linear2, self.dropout)
-        return self.norm2(tokens + self.dropout(ffn))
+        return self.ffn(self.add_norm(tokens, attended, self.norm1))
 
 
 @dataclass

@@ -48,8 +48,8 @@ from dimaskdino.config_ranges import (
 )
 from dimaskdino.modeling.backbone import ConvNorm, group_norm
 from dimaskdino.modeling.backbone.resnet import GN_GROUPS, STAGES
-from dimaskdino.modeling.heads import feed_forward
 from dimaskdino.modeling.levels import flatten_levels, level_positions, pixel_centres
+from dimaskdino.modeling.post_norm import PostNormLayer
 from dimaskdino.ops import MSDeformAttn
 
 FEATURE_ORDERS = ("low2high", "high2low")
@@ -129,27 +129,21 @@ def conv_gn(in_channels: int, out_channels: int, kernel_size: int) -> ConvNorm:
     return ConvNorm(in_channels, out_channels, kernel_size, norm=group_norm)
 
 
-class EncoderLayer(nn.Module):
-    """Post-norm deformable self-attention + FFN over all tokens of all levels."""
+class EncoderLayer(PostNormLayer):
+    """Post-norm deformable self-attention (``norm1``) + FFN (``norm2``) over all tokens of
+    all levels."""
 
     def __init__(self, dim: int, dim_feedforward: int, dropout: float, levels: int,
                  heads: int, points: int) -> None:
-        super().__init__()
-        self.self_attn = MSDeformAttn(dim, levels, heads, points)
-        self.norm1 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
+        super().__init__(dim, dim_feedforward, dropout,
+                         {"self_attn": MSDeformAttn(dim, levels, heads, points)})
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, reference_points: torch.Tensor,
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> torch.Tensor:
         """``src``, ``pos`` ``(B, S, C)``, ``reference_points`` ``(B, S, L, 2)``: ``(B, S, C)``."""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes,
                                   level_start_index)
-        src = self.norm1(src + self.dropout(attended))
-        ffn = feed_forward(src, self.linear1, self.linear2, self.dropout)
-        return self.norm2(src + self.dropout(ffn))
+        return self.ffn(self.add_norm(src, attended, self.norm1))
 
 
 class DeformableEncoder(nn.Module):

@@ -6,24 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FFN_CHUNK = 2048  # tokens per chunk of an inference-time FFN
-
-
-def feed_forward(x: torch.Tensor, linear1: nn.Linear, linear2: nn.Linear,
-                 dropout: nn.Module) -> torch.Tensor:
-    """The transformer FFN ``linear2(dropout(relu(linear1(x))))`` on ``(B, N, C)`` (residual
-    and norm are the caller's); the ReLU runs in place on ``linear1``'s fresh output.
-
-    Without autograd, long sequences (the encoder's ~20k tokens) run in chunks of
-    :data:`FFN_CHUNK` tokens: the wide hidden activation then stays small enough for the
-    allocator to reuse and for the cache, which is ~15% faster on CPU. An ONNX export
-    traces the plain form: the chunks' sizes would be fixed in the graph.
-    """
-    if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export() or x.shape[-2] <= FFN_CHUNK:
-        return linear2(dropout(F.relu(linear1(x), inplace=True)))
-    return torch.cat([linear2(dropout(F.relu(linear1(part), inplace=True)))
-                      for part in x.split(FFN_CHUNK, dim=-2)], dim=-2)
-
 
 class MLP(nn.Module):
     """``num_layers`` linear layers with ReLU between them (official parameter names)."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dimaskdino.modeling.heads import FFN_CHUNK, MLP, feed_forward
+from dimaskdino.modeling.heads import MLP
+from dimaskdino.modeling.post_norm import FFN_CHUNK, feed_forward
 
 
 def test_chunked_inference_ffn_equals_the_plain_one():
