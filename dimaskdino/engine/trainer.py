@@ -67,7 +67,7 @@ from dimaskdino.engine import distributed, interrupt
 from dimaskdino.engine.checkpointer import last_checkpoint, read_checkpoint, save_checkpoint
 from dimaskdino.engine.evaluator import evaluate_model
 from dimaskdino.engine.initialization import initialize_model
-from dimaskdino.engine.precision import announced, resolve_precision
+from dimaskdino.engine.precision import Precision, announced, resolve_precision
 from dimaskdino.engine.solver import build_optimizer, set_learning_rate
 from dimaskdino.fileio import append_line, atomic_write_text
 from dimaskdino.modeling.criterion import SetCriterion
@@ -224,28 +224,74 @@ class Trainer:
                               yaml.safe_dump(config_to_dict(config), sort_keys=False))
         return start, path
 
-    def _end_iteration(self, done: int, checkpoint: Path | None,
-                       stop: interrupt.StopRequest) -> Path | None:
-        """Periodic checkpoint and evaluation after ``done`` iterations; on a stop signal
-        (agreed by every rank) a checkpoint at ``done`` and :class:`Interrupted`. Returns the
-        newest checkpoint."""
+    def _end_iteration(self, done: int, stop: interrupt.StopRequest) -> None:
+        """Periodic probe, checkpoint and evaluation after ``done`` iterations; on a stop
+        signal (agreed by every rank) a checkpoint at ``done`` and :class:`Interrupted`.
+        :attr:`newest_checkpoint` is the newest one written."""
         solver, name = self.config.solver, f"model_{done:07d}.pth"
         if solver.probe_period and done % solver.probe_period == 0 and done < solver.max_iter:
             self._probe(done)  # before the checkpoint: a run killed between redoes it
         if solver.checkpoint_period and done % solver.checkpoint_period == 0 \
                 and done < solver.max_iter:
-            checkpoint = self._checkpoint(name, done)
+            self.newest_checkpoint = self._checkpoint(name, done)
         if solver.eval_period and done % solver.eval_period == 0 and done < solver.max_iter:
             self._evaluate(done)
         if signum := stop.agreed():
-            if checkpoint is None or checkpoint.name != name:
-                checkpoint = self._checkpoint(name, done)
-            raise interrupt.Interrupted(signum, done, checkpoint)
-        return checkpoint
+            if self.newest_checkpoint is None or self.newest_checkpoint.name != name:
+                self.newest_checkpoint = self._checkpoint(name, done)
+            raise interrupt.Interrupted(signum, done, self.newest_checkpoint)
+
+    def _step(self, model: torch.nn.Module, precision: Precision,
+              scaler: torch.amp.GradScaler, iteration: int, images: list[torch.Tensor],
+              targets: list[dict]) -> dict[str, float]:
+        """One optimisation step of ``model`` (the DDP wrapper under torchrun) on a batch:
+        forward in ``precision``, losses, backward, clipping, the optimizer's step. Returns
+        the losses averaged over the processes; a non-finite total is a
+        :class:`TrainingError` before any weight changes."""
+        solver = self.config.solver
+        batch, prepared = self.model.prepare_training_batch(images, targets)
+        objects = distributed.all_reduce_mean(
+            {"objects": float(sum(len(t["labels"]) for t in prepared))})["objects"]
+        outputs = precision.run(model, batch, targets=prepared)  # losses in fp32
+        losses = self.criterion(outputs, prepared, objects)
+        values = torch.stack([v.detach().double() for v in losses.values()])
+        averaged = distributed.all_reduce_mean(dict(zip(losses, values.tolist())))
+        if not math.isfinite(averaged["loss"]):
+            last = self.newest_checkpoint
+            where = f"the last good checkpoint is {last}" if last else \
+                "no checkpoint was written yet"
+            raise TrainingError(f"the loss became {averaged['loss']} at iteration "
+                                f"{iteration}; training stopped ({where})")
+        self.optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses["loss"]).backward()
+        if solver.clip_norm > 0:
+            scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), solver.clip_norm)
+        scaler.step(self.optimizer)
+        scaler.update()
+        return averaged
+
+    def _finish(self, start: int) -> TrainResult:
+        """The final evaluation, probe and ``model_final.pth`` (or, for a run that had
+        already finished, what it wrote)."""
+        solver = self.config.solver
+        final = self.output_dir / "model_final.pth"
+        if start >= solver.max_iter and final.is_file():
+            metrics = json.loads((self.output_dir / "final_metrics.json").read_text())
+            return TrainResult(self.output_dir, solver.max_iter, final, metrics)
+        metrics = self._evaluate(solver.max_iter)
+        if solver.probe_period:
+            self._probe(solver.max_iter)
+        self.newest_checkpoint = self._checkpoint(final.name, solver.max_iter,
+                                                  {"metrics": metrics})
+        if self.main:
+            atomic_write_text(self.output_dir / "final_metrics.json",
+                              json.dumps(metrics, indent=2))
+        return TrainResult(self.output_dir, solver.max_iter, self.newest_checkpoint, metrics)
 
     def run(self) -> TrainResult:
         config, solver = self.config, self.config.solver
-        start, checkpoint = self._setup()
+        start, self.newest_checkpoint = self._setup()
         model = self.model
         if distributed.is_distributed():
             model = DistributedDataParallel(
@@ -259,52 +305,20 @@ class Trainer:
         loader = training_loader(stream, self.local_batch, start, solver.max_iter,
                                  distributed.rank(), distributed.world_size(),
                                  config.data.workers, interrupt.ignore_stop_signals)
-        metrics: dict = {}
+        announce = self.progress and self.main and functools.partial(print, file=sys.stderr)
         with interrupt.StopRequest() as stop, \
                 progress_bar(disable=not (self.progress and self.main)) as bar:
             task = bar.add_task(f"train {config.model.name}", total=solver.max_iter,
                                 completed=start, status="")
             started = time.perf_counter()
-            announce = self.progress and self.main and functools.partial(print, file=sys.stderr)
             for iteration, (images, targets) in enumerate(
                     announced(loader, precision, announce or None), start):
                 lr = set_learning_rate(self.optimizer, iteration, solver)
-                batch, prepared = self.model.prepare_training_batch(images, targets)
-                objects = distributed.all_reduce_mean(
-                    {"objects": float(sum(len(t["labels"]) for t in prepared))})["objects"]
-                outputs = precision.run(model, batch, targets=prepared)  # losses in fp32
-                losses = self.criterion(outputs, prepared, objects)
-                total = losses["loss"]
-                values = torch.stack([v.detach().double() for v in losses.values()])
-                logged = distributed.all_reduce_mean(dict(zip(losses, values.tolist())))
-                if not math.isfinite(logged["loss"]):
-                    where = f"the last good checkpoint is {checkpoint}" if checkpoint else \
-                        "no checkpoint was written yet"
-                    raise TrainingError(f"the loss became {logged['loss']} at iteration "
-                                        f"{iteration}; training stopped ({where})")
-                self.optimizer.zero_grad(set_to_none=True)
-                scaler.scale(total).backward()
-                if solver.clip_norm > 0:
-                    scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), solver.clip_norm)
-                scaler.step(self.optimizer)
-                scaler.update()
+                losses = self._step(model, precision, scaler, iteration, images, targets)
                 done = iteration + 1
                 if done % solver.log_period == 0 or done == solver.max_iter:
                     self._log({"iteration": done, "lr": lr, "time": time.perf_counter()
-                               - started, **logged})
-                bar.update(task, completed=done, status=f"loss {logged['loss']:.3f}")
-                checkpoint = self._end_iteration(done, checkpoint, stop)
-        if start < solver.max_iter or not (self.output_dir / "model_final.pth").is_file():
-            metrics = self._evaluate(solver.max_iter)
-            if solver.probe_period:
-                self._probe(solver.max_iter)
-            checkpoint = self._checkpoint("model_final.pth", solver.max_iter,
-                                          {"metrics": metrics})
-            if self.main:
-                atomic_write_text(self.output_dir / "final_metrics.json",
-                                  json.dumps(metrics, indent=2))
-        else:
-            checkpoint = self.output_dir / "model_final.pth"
-            metrics = json.loads((self.output_dir / "final_metrics.json").read_text())
-        return TrainResult(self.output_dir, solver.max_iter, checkpoint, metrics)
+                               - started, **losses})
+                bar.update(task, completed=done, status=f"loss {losses['loss']:.3f}")
+                self._end_iteration(done, stop)
+        return self._finish(start)
