@@ -19,6 +19,7 @@ segmentation weights are unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -74,6 +75,28 @@ class Matched:
         return cls(*torch.from_numpy(stacked.astype(np.int64)).to(device).unbind())
 
 
+class PointDraws(NamedTuple):
+    """The random draws of one stage's mask-loss points
+    (:func:`~dimaskdino.modeling.losses.draw_point_candidates`), concatenated over images:
+    ``candidates (N, S, 2)`` and ``random (N, R, 2)``."""
+
+    candidates: torch.Tensor
+    random: torch.Tensor
+
+
+class LossJob(NamedTuple):
+    """One supervised stage: ``name`` (the suffix of its loss terms), its predictions
+    ``stage`` (``pred_logits``, ``pred_boxes`` and maybe ``pred_masks``), its ``matched``
+    pairs, the normalizer ``norm`` of its terms, and ``points``, the draws of its mask loss
+    (None where it has no masks)."""
+
+    name: str
+    stage: dict
+    matched: Matched
+    norm: float
+    points: PointDraws | None = None
+
+
 class SetCriterion(nn.Module):
     """``forward(outputs, targets)`` -> dict of every weighted loss term and ``loss``.
 
@@ -92,47 +115,46 @@ class SetCriterion(nn.Module):
         self.matcher = matcher or HungarianMatcher(num_points=num_points)
         self.num_points, self.oversample, self.importance = num_points, oversample, importance
 
-    def _draw_loss_points(self, targets: list[dict], counts: list[int]
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draw_loss_points(self, targets: list[dict], counts: list[int]) -> PointDraws:
         """The mask-loss point draws of one stage whose image ``b`` has ``counts[b]``
         matched masks, each image's from its generator; concatenated over images."""
         draws = [draw_point_candidates(n, self.num_points, self.oversample, self.importance,
                                        t.get("generator")) for t, n in zip(targets, counts,
                                                                           strict=True)]
-        return torch.cat([c for c, _ in draws]), torch.cat([r for _, r in draws])
+        return PointDraws(torch.cat([c for c, _ in draws]), torch.cat([r for _, r in draws]))
 
-    def _class_box_losses(self, stage: dict, bank: dict[str, torch.Tensor], matched: Matched,
-                          norm: float) -> dict[str, torch.Tensor]:
+    def _class_box_losses(self, job: LossJob, batch_targets: dict[str, torch.Tensor]
+                          ) -> dict[str, torch.Tensor]:
         """Unweighted class, L1 and GIoU terms of one stage."""
-        logits = stage["pred_logits"]
+        logits, matched = job.stage["pred_logits"], job.matched
         classes = torch.zeros_like(logits)
-        classes[matched.batch, matched.query, bank["labels"][matched.target]] = 1
-        out = {"class": focal_loss(logits, classes, norm)}
-        out["l1"], out["giou"] = box_losses(stage["pred_boxes"][matched.batch, matched.query],
-                                            bank["boxes"][matched.target].to(logits), norm)
+        classes[matched.batch, matched.query, batch_targets["labels"][matched.target]] = 1
+        out = {"class": focal_loss(logits, classes, job.norm)}
+        out["l1"], out["giou"] = box_losses(
+            job.stage["pred_boxes"][matched.batch, matched.query],
+            batch_targets["boxes"][matched.target].to(logits), job.norm)
         return out
 
-    def _mask_losses(self, jobs: list[tuple[str, dict, Matched, tuple, float]],
-                     bank: dict[str, torch.Tensor]) -> dict[str, tuple]:
-        """Mask BCE and dice of every ``(name, stage, matched, draws, norm)`` job, the masks
-        of all jobs (of one mask size) point-sampled and scored in one batch."""
-        out: dict[str, tuple] = {}
-        by_size: dict[tuple, list] = {}
+    def _mask_losses(self, jobs: list[LossJob], batch_targets: dict[str, torch.Tensor]
+                     ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Mask BCE and dice of every job, by name; the masks of all jobs (of one mask size)
+        point-sampled and scored in one batch."""
+        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        by_size: dict[tuple, list[LossJob]] = {}
         for job in jobs:
-            by_size.setdefault(tuple(job[1]["pred_masks"].shape[-2:]), []).append(job)
+            by_size.setdefault(tuple(job.stage["pred_masks"].shape[-2:]), []).append(job)
         for group in by_size.values():
-            pred = torch.cat([stage["pred_masks"][m.batch, m.query] for _, stage, m, _, _ in
-                              group])
-            gt = bank["masks"][torch.cat([m.target for _, _, m, _, _ in group])]
+            pred = torch.cat([job.stage["pred_masks"][job.matched.batch, job.matched.query]
+                              for job in group])
+            gt = batch_targets["masks"][torch.cat([job.matched.target for job in group])]
             with torch.no_grad():
                 points = select_uncertain_points(
-                    pred, torch.cat([d[0] for *_, d, _ in group]),
-                    torch.cat([d[1] for *_, d, _ in group]), self.num_points)
+                    pred, torch.cat([job.points.candidates for job in group]),
+                    torch.cat([job.points.random for job in group]), self.num_points)
             bce, dice = mask_terms(pred, gt, points)
-            sizes = [len(m.batch) for _, _, m, _, _ in group]
-            for (name, *_, norm), b, d in zip(group, bce.split(sizes), dice.split(sizes),
-                                              strict=True):
-                out[name] = (b.sum() / norm, d.sum() / norm)
+            sizes = [len(job.matched.batch) for job in group]
+            for job, b, d in zip(group, bce.split(sizes), dice.split(sizes), strict=True):
+                out[job.name] = (b.sum() / job.norm, d.sum() / job.norm)
         return out
 
     def forward(self, outputs: dict, targets: list[dict], num_objects: float | None = None
@@ -160,29 +182,31 @@ class SetCriterion(nn.Module):
                 loss_points[name] = self._draw_loss_points(targets,
                                                            [min(queries, n) for n in counts])
         device = outputs["layers"][-1]["pred_logits"].device
-        jobs = [(name, stage, Matched.from_indices(indices, offsets, device), num_objects)
+        jobs = [LossJob(name, stage, Matched.from_indices(indices, offsets, device),
+                        num_objects, loss_points.get(name))
                 for (name, stage), indices in zip(stages.items(), self.matcher.match_stages(
                     list(stages.values()), targets, match_points), strict=True)]
         if "denoising" in outputs:
             dn = outputs["denoising"]["queries"]
             matched = self._denoising_matches(dn, counts, offsets, device)
             for i, layer in enumerate(outputs["denoising"]["layers"]):
+                points = None
                 if layer.get("pred_masks") is not None:
-                    loss_points[f"dn{i}"] = self._draw_loss_points(
-                        targets, [dn.groups * n for n in counts])
-                jobs.append((f"dn{i}", layer, matched, num_objects * dn.groups))
-        bank = {key: torch.cat([t[key] for t in targets]) for key in ("labels", "boxes")}
-        if loss_points:
-            bank["masks"] = torch.cat([t["masks"] for t in targets])
-        masks = self._mask_losses([(name, stage, m, loss_points[name], norm) for
-                                   name, stage, m, norm in jobs if name in loss_points], bank)
+                    points = self._draw_loss_points(targets, [dn.groups * n for n in counts])
+                jobs.append(LossJob(f"dn{i}", layer, matched, num_objects * dn.groups, points))
+        batch_targets = {key: torch.cat([t[key] for t in targets])
+                         for key in ("labels", "boxes")}
+        masked = [job for job in jobs if job.points is not None]
+        if masked:
+            batch_targets["masks"] = torch.cat([t["masks"] for t in targets])
+        masks = self._mask_losses(masked, batch_targets)
         losses: dict[str, torch.Tensor] = {}
-        for name, stage, matched, norm in jobs:
-            terms = self._class_box_losses(stage, bank, matched, norm)
-            if name in masks:
-                terms["mask"], terms["dice"] = masks[name]
+        for job in jobs:
+            terms = self._class_box_losses(job, batch_targets)
+            if job.name in masks:
+                terms["mask"], terms["dice"] = masks[job.name]
             for term, value in terms.items():
-                losses[f"{term}_{name}"] = value * self.weights.of(term)
+                losses[f"{term}_{job.name}"] = value * self.weights.of(term)
         losses["loss"] = torch.stack(list(losses.values())).sum()
         return losses
 

@@ -38,9 +38,10 @@ def box_losses(pred: torch.Tensor, target: torch.Tensor, num_objects: float
 def draw_point_candidates(count: int, num_points: int, oversample: float = 3.0,
                           importance: float = 0.75, generator: torch.Generator | None = None
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The random draws of :func:`uncertain_points` for ``count`` masks: ``oversample *
-    num_points`` candidates ``(count, S, 2)`` and the ``(1 - importance) * num_points``
-    random points ``(count, R, 2)`` added to the kept ones."""
+    """The random draws of PointRend's training points for ``count`` masks (see
+    :func:`select_uncertain_points`): ``oversample * num_points`` candidates ``(count, S,
+    2)`` and the ``(1 - importance) * num_points`` random points ``(count, R, 2)`` added to
+    the kept ones."""
     candidates = torch.rand(count, int(num_points * oversample), 2, generator=generator)
     important = int(importance * num_points)
     return candidates, torch.rand(count, num_points - important, 2, generator=generator)
@@ -48,28 +49,15 @@ def draw_point_candidates(count: int, num_points: int, oversample: float = 3.0,
 
 def select_uncertain_points(mask_logits: torch.Tensor, candidates: torch.Tensor,
                             random: torch.Tensor, num_points: int) -> torch.Tensor:
-    """Of the :func:`draw_point_candidates` of each of ``mask_logits (N, H, W)``, the
-    ``num_points - R`` most uncertain (logit closest to 0), then its ``R`` random points:
-    ``(N, num_points, 2)``."""
+    """PointRend's training points: of the :func:`draw_point_candidates` of each of
+    ``mask_logits (N, H, W)``, the ``num_points - R`` most uncertain (logit closest to 0),
+    then its ``R`` random points: normalized ``(x, y)`` points ``(N, num_points, 2)``."""
     candidates, random = candidates.to(mask_logits), random.to(mask_logits)
     values = point_sample(mask_logits, candidates)
     important = num_points - random.shape[1]
     index = (-values.abs()).topk(important, dim=1).indices
     chosen = candidates.gather(1, index[..., None].expand(-1, -1, 2))
     return torch.cat((chosen, random), dim=1)
-
-
-def uncertain_points(mask_logits: torch.Tensor, num_points: int, oversample: float = 3.0,
-                     importance: float = 0.75, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
-    """PointRend's training points: of ``oversample * num_points`` random points keep the
-    ``importance * num_points`` most uncertain (logit closest to 0), then add random ones.
-
-    ``mask_logits (N, H, W)`` -> normalized ``(x, y)`` points ``(N, num_points, 2)``.
-    """
-    candidates, random = draw_point_candidates(mask_logits.shape[0], num_points, oversample,
-                                               importance, generator)
-    return select_uncertain_points(mask_logits, candidates, random, num_points)
 
 
 def mask_terms(pred: torch.Tensor, target: torch.Tensor, points: torch.Tensor
@@ -82,11 +70,3 @@ def mask_terms(pred: torch.Tensor, target: torch.Tensor, points: torch.Tensor
     prob = logits.sigmoid()
     dice = 1 - (2 * (prob * labels).sum(1) + 1) / (prob.sum(1) + labels.sum(1) + 1)
     return bce, dice
-
-
-def mask_losses(pred: torch.Tensor, target: torch.Tensor, num_objects: float,
-                points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """BCE and dice of matched masks at ``points`` ``(N, P, 2)``: ``pred (N, h, w)`` logits,
-    ``target (N, H, W)`` {0, 1}; each summed over masks / ``num_objects``."""
-    bce, dice = mask_terms(pred, target, points)
-    return bce.sum() / num_objects, dice.sum() / num_objects

@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 
 from dimaskdino.modeling.criterion import LossWeights, SetCriterion
-from dimaskdino.modeling.losses import box_losses, focal_loss, mask_losses, uncertain_points
+from dimaskdino.modeling.losses import (
+    box_losses,
+    draw_point_candidates,
+    focal_loss,
+    mask_terms,
+    select_uncertain_points,
+)
 from dimaskdino.modeling.matcher import HungarianMatcher
 from dimaskdino.modeling.predictor import DIMaskDINOPredictor, PredictorConfig
 from tests.modeling.encoded import encoded
@@ -124,11 +130,11 @@ def per_stage_loop(criterion: SetCriterion, outputs: dict, targets: list[dict],
         if masked:
             pred = stage["pred_masks"][batch, query]
             with torch.no_grad():
-                points = torch.cat([uncertain_points(part, 64, generator=t["generator"])
-                                    for t, part in zip(stage_targets, pred.split(
-                                        [len(q) for q, _ in indices]), strict=True)])
-            terms["mask"], terms["dice"] = mask_losses(
-                pred, torch.cat([m["masks"] for m in matched]), norm, points)
+                points = torch.cat([select_uncertain_points(part, *draw_point_candidates(
+                    len(part), 64, generator=t["generator"]), 64) for t, part in zip(
+                        stage_targets, pred.split([len(q) for q, _ in indices]), strict=True)])
+            bce, dice = mask_terms(pred, torch.cat([m["masks"] for m in matched]), points)
+            terms["mask"], terms["dice"] = bce.sum() / norm, dice.sum() / norm
         losses.update({f"{term}_{name}": value * criterion.weights.of(term)
                        for term, value in terms.items()})
     return losses

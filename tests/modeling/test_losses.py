@@ -7,7 +7,13 @@ import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from dimaskdino.modeling.box_ops import box_cxcywh_to_xyxy
-from dimaskdino.modeling.losses import box_losses, focal_loss, mask_losses, uncertain_points
+from dimaskdino.modeling.losses import (
+    box_losses,
+    draw_point_candidates,
+    focal_loss,
+    mask_terms,
+    select_uncertain_points,
+)
 from dimaskdino.modeling.matcher import point_sample
 
 G = torch.Generator().manual_seed(0)
@@ -31,26 +37,24 @@ def test_box_losses_equal_torchvision_giou_and_direct_l1():
     torch.testing.assert_close(giou, want, rtol=0, atol=1e-12)
 
 
-def test_mask_losses_equal_direct_computation():
+def test_mask_terms_equal_direct_computation():
     pred = torch.randn(3, 8, 10, generator=G, dtype=torch.float64)
     target = (torch.rand(3, 16, 20, generator=G) > 0.5).double()
     points = torch.rand(3, 30, 2, generator=G, dtype=torch.float64)
-    bce, dice = mask_losses(pred, target, 2, points)
-    want_bce = want_dice = 0.0
-    for m, t, p in zip(pred, target, points, strict=True):
+    bce, dice = mask_terms(pred, target, points)
+    for m, t, p, got_bce, got_dice in zip(pred, target, points, bce, dice, strict=True):
         x, y = point_sample(m[None], p)[0], point_sample(t[None], p)[0]
-        want_bce += F.binary_cross_entropy_with_logits(x, y)
+        torch.testing.assert_close(got_bce, F.binary_cross_entropy_with_logits(x, y))
         s = x.sigmoid()
-        want_dice += 1 - (2 * (s * y).sum() + 1) / (s.sum() + y.sum() + 1)
-    torch.testing.assert_close(bce, want_bce / 2)
-    torch.testing.assert_close(dice, want_dice / 2)
+        torch.testing.assert_close(got_dice, 1 - (2 * (s * y).sum() + 1) / (s.sum() + y.sum()
+                                                                           + 1))
 
 
 def test_uncertain_points_prefer_the_boundary():
     # logits that are zero along x = 0.5 and large elsewhere
     xs = torch.linspace(-1, 1, 64, dtype=torch.float64)
     masks = (xs * 20).expand(2, 48, 64).clone()
-    points = uncertain_points(masks, num_points=100, generator=G)
+    points = select_uncertain_points(masks, *draw_point_candidates(2, 100, generator=G), 100)
     assert points.shape == (2, 100, 2)
     important = points[:, :75, 0]
     assert (important - 0.5).abs().mean() < 0.1          # chosen near the boundary
