@@ -163,7 +163,7 @@ def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[
         size = drawing_size(*original.shape[-2:], max_side)
         pred = predict(model, [model_input.to(device)], [size], all_layers=True,
                        precision=mode)
-        found = layer_instances(pred, layers, model.config.detections_per_image)[0]
+        by_layer = layer_instances(pred, layers, model.config.detections_per_image)[0]
         keep = ~target["iscrowd"]
         image, masks = resize(original, target["masks"][keep], size)
         truth = None
@@ -173,7 +173,7 @@ def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[
                                target["labels"][keep].numpy(), np.full(int(keep.sum()), np.nan))
         name = Path(dataset.dataset.images[index]["file_name"]).stem
         yield ImageView(name, image.permute(1, 2, 0).numpy(),
-                        {layer: _kept(found[layer], score_threshold) for layer in layers},
+                        {layer: _kept(by_layer[layer], score_threshold) for layer in layers},
                         last, truth, names)
 
 

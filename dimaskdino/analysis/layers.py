@@ -15,7 +15,7 @@ def layer_instances(pred: Prediction, layers: Sequence[int], topk: int = 100,
                     masks: MaskFormat = "bitmap") -> list[dict[int, dict]]:
     """The instances of ``layers`` of every image of ``pred`` (predicted with ``all_layers``
     and, for the last layer, with ``masks``; each layer as
-    :func:`~dimaskdino.modeling.postprocess.instance_inference` makes them) -> per image
+    :func:`~dimaskdino.modeling.postprocess.stacked_instance_inference` makes them) -> per image
     ``{layer: instances}``: the inner layers of all images post-processed together
     (:func:`~dimaskdino.modeling.postprocess.grouped_instance_inference`), the last one as
     the model reported it (what ``dimask eval`` scores)."""

@@ -3,7 +3,7 @@
 Layer 0 is the prediction from the decoder's input queries, layer ``l`` that of decoder
 layer ``l``; the last layer is the model's output. One forward pass per batch keeps every
 layer's logits, boxes and masks; each layer is post-processed exactly like the last one
-(:func:`~dimaskdino.modeling.postprocess.instance_inference`: top (query, class) pairs,
+(:func:`~dimaskdino.modeling.postprocess.stacked_instance_inference`: top (query, class) pairs,
 masks resized to the original image, scores = class x mask confidence) and evaluated with
 COCO's definitions. For DI-MaskDINO the probe also scores the boxes of DI's token-
 interaction stages (``ti1``, ``ti2``, ...; class and box only, so box AP only).

@@ -34,13 +34,13 @@ def load_strict(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tenso
                               f"{len(unexpected)} unexpected (e.g. {unexpected[:1]}){suffix}")
     kept = []
     for key, value in state.items():  # in the file's order
-        mine = own[key]
-        if tuple(value.shape) != tuple(mine.shape):
+        expected = own[key]
+        if tuple(value.shape) != tuple(expected.shape):
             if may_differ is None or not may_differ(key):
                 raise CheckpointError(f"{where}: {key} has shape {tuple(value.shape)}, the "
-                                      f"model expects {tuple(mine.shape)}{suffix}")
+                                      f"model expects {tuple(expected.shape)}{suffix}")
             kept.append(key)
-        elif check is not None and (reason := check(key, value, mine)):
+        elif check is not None and (reason := check(key, value, expected)):
             raise CheckpointError(f"{where}: {reason}{suffix}")
     with torch.no_grad():
         for key, value in state.items():

@@ -22,14 +22,14 @@ def plan_table(study, states) -> Table:
     for column in ("cell", "model", "overrides", "seeds", "finished", "paper AP box/mask"):
         table.add_column(column, no_wrap=column == "cell")
     for cell in study.cells:
-        mine = [s for s in states if s.job.cell == cell.name]
-        finished = sum(s.state == "finished" for s in mine)
-        resume = sum(s.state == "resume" for s in mine)
+        cell_jobs = [s for s in states if s.job.cell == cell.name]
+        finished = sum(s.state == "finished" for s in cell_jobs)
+        resume = sum(s.state == "resume" for s in cell_jobs)
         paper = ", ".join(f"{k} {box:.1f}/{mask:.1f}" for k, (box, mask) in cell.paper_ap.items())
-        shown = [o.removeprefix("model.predictor.") for o in mine[0].job.cell_overrides]
+        shown = [o.removeprefix("model.predictor.") for o in cell_jobs[0].job.cell_overrides]
         table.add_row(cell.name, cell.model, "\n".join(shown) or "-",
-                      ",".join(str(s.job.seed) for s in mine),
-                      f"{finished}/{len(mine)}" + (f" ({resume} to resume)" if resume else ""),
+                      ",".join(str(s.job.seed) for s in cell_jobs),
+                      f"{finished}/{len(cell_jobs)}" + (f" ({resume} to resume)" if resume else ""),
                       paper)
     return table
 

@@ -46,7 +46,7 @@ def encode_masks(masks: torch.Tensor) -> list[dict]:
 def _encoded_pairs(instances: dict[str, torch.Tensor]) -> list[dict]:
     """The RLE of each pair's mask: ``mask_rles`` as given, or ``pred_masks`` encoded.
     Pairs of one query (``query_index``, when present) share its mask
-    (:func:`~dimaskdino.modeling.postprocess.instance_inference` makes them so): each
+    (:func:`~dimaskdino.modeling.postprocess.stacked_instance_inference` makes them so): each
     distinct mask is encoded once and its RLE dict shared by its pairs (found in Python and
     numpy: a few dozen pairs, where small parallel torch ops cost more)."""
     if "mask_rles" in instances:
@@ -254,10 +254,10 @@ def coco_evaluate(ground_truth: dict, results: Results, iou_type: Literal["bbox"
 def check_categories(model, dataset) -> None:
     """``model`` (a :class:`DIMaskDINO`) and ``dataset`` (an :class:`EvaluationImages`) must
     agree: the model's classes must be the dataset's categories (contiguous ids, JSON order)."""
-    classes, found = model.config.predictor.num_classes, len(dataset.dataset.category_ids)
-    if classes != found:
+    classes, categories = model.config.predictor.num_classes, len(dataset.dataset.category_ids)
+    if classes != categories:
         raise DatasetError(f"the model predicts {classes} classes but "
-                           f"{dataset.dataset.annotation_file} has {found} categories")
+                           f"{dataset.dataset.annotation_file} has {categories} categories")
 
 
 def evaluate_model(model, dataset, batch_size: int = 1, backend: Backend = "hotcoco",

@@ -141,7 +141,7 @@ class Prediction:
     ``layers``: with ``all_layers``, one dict per layer 0..L with ``pred_logits (B, Q, K)``,
     ``pred_boxes (B, Q, 4)`` normalized cxcywh (of the padded batch) and ``pred_masks
     (B, Q, H/4, W/4)`` logits; otherwise empty. ``instances``: per image the dict of
-    :func:`~dimaskdino.modeling.postprocess.instance_inference` for the last layer.
+    :func:`~dimaskdino.modeling.postprocess.stacked_instance_inference` for the last layer.
     ``outputs``: every intermediate stage (backbone, encoder, predictor), for inspection
     (in bf16 after a bf16 prediction, but for ``layers`` and ``di``); from an exported
     model, a dict of what the file holds (``layers``, and ``di`` with its ``aux``).
@@ -231,7 +231,7 @@ class DIMaskDINO(nn.Module):
         precision and returns float32 predictions. Without ``all_layers`` only the masks the
         last layer needs are computed, as in the official evaluation. ``masks``: the
         instances' mask format (see
-        :func:`~dimaskdino.modeling.postprocess.instance_inference`).
+        :func:`~dimaskdino.modeling.postprocess.stacked_instance_inference`).
         """
         sizes_out = requested_sizes(images, output_sizes)
         batch, image_sizes = self.batch(images)

@@ -35,7 +35,7 @@ def box_inference(logits: torch.Tensor, boxes: torch.Tensor, padded_size: tuple[
     """Detections of a stage that predicts no masks (DI's token interaction), for the B
     images of a batch (``logits (B, Q, K)``, ``boxes (B, Q, 4)``, one image and output size
     each): the top (query, class) pairs scored by class probability; keys as
-    :func:`instance_inference` without masks."""
+    :func:`stacked_instance_inference` without masks."""
     scores, query_index, labels = _top_pairs(logits, topk)           # (B, n) each
     kept = boxes.gather(1, query_index[..., None].expand(-1, -1, 4))  # (B, n, 4)
     scale = boxes.new_tensor([output_scale(padded_size, image, output)
@@ -55,16 +55,17 @@ def _top_pairs(logits: torch.Tensor, topk: int
     return scores, flat // classes, flat % classes
 
 
-def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: torch.Tensor,
-                       padded_size: tuple[int, int], image_size: tuple[int, int],
-                       output_size: tuple[int, int], topk: int = 100,
-                       masks: MaskFormat = "bitmap") -> dict:
-    """The official instance inference for one image.
+def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
+                               boxes: torch.Tensor, padded_size: tuple[int, int],
+                               image_size: tuple[int, int], output_size: tuple[int, int],
+                               topk: int = 100, masks: MaskFormat = "bitmap") -> list[dict]:
+    """The official instance inference of S predictions of one image at once (e.g. its
+    decoder layers).
 
     Args:
-        logits: ``(Q, K)`` class logits (sigmoid scoring, no background class).
-        mask_logits: ``(Q, h, w)`` at stride 4 of the padded batch.
-        boxes: ``(Q, 4)`` normalized cxcywh relative to the padded batch.
+        logits: ``(S, Q, K)`` class logits (sigmoid scoring, no background class).
+        mask_logits: ``(S, Q, h, w)`` at stride 4 of the padded batch.
+        boxes: ``(S, Q, 4)`` normalized cxcywh relative to the padded batch.
         padded_size, image_size, output_size: ``(H, W)`` of the padded batch, of the image
             inside it, and of the requested output.
         topk: pairs kept (``TEST.DETECTIONS_PER_IMAGE``).
@@ -73,24 +74,12 @@ def instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor, boxes: t
             full-size masks by :func:`~dimaskdino.ops.masks.encode_mask_logits`).
 
     Returns:
-        dict with ``scores (n,)`` = class probability x mean mask probability inside the
-        mask, ``pred_classes (n,)``, ``pred_boxes (n, 4)`` xyxy in output pixels,
+        S dicts, each with ``scores (n,)`` = class probability x mean mask probability
+        inside the mask, ``pred_classes (n,)``, ``pred_boxes (n, 4)`` xyxy in output pixels,
         ``query_index (n,)``, ``class_scores (n,)``, ordered by descending class
         probability, and either ``pred_masks (n, H_out, W_out)`` bool or ``mask_rles``
         (n COCO RLE dicts; the pairs of one query share one dict: read it, do not edit
         it) with ``mask_boxes (n, 4)`` float64, each mask's tight ``[x, y, w, h]``.
-    """
-    return stacked_instance_inference(logits[None], mask_logits[None], boxes[None],
-                                      padded_size, image_size, output_size, topk, masks)[0]
-
-
-def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
-                               boxes: torch.Tensor, padded_size: tuple[int, int],
-                               image_size: tuple[int, int], output_size: tuple[int, int],
-                               topk: int = 100, masks: MaskFormat = "bitmap") -> list[dict]:
-    """:func:`instance_inference` of S predictions of one image at once (e.g. its decoder
-    layers): ``logits (S, Q, K)``, ``mask_logits (S, Q, h, w)``, ``boxes (S, Q, 4)`` -> S
-    dicts.
 
     A query kept with several classes has one mask: each kept query's mask is resized,
     thresholded and scored (or encoded) once and shared by its pairs.
@@ -108,7 +97,7 @@ def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
                                                       output_size)
     pred_boxes = boxes_to_output(boxes[stage, query_index], padded_size, image_size,
                                  output_size)
-    found = []
+    per_stage = []
     for s in range(stages):
         instances = {"scores": class_scores[s] * mask_scores[pair_mask[s]],
                      "pred_classes": labels[s], "pred_boxes": pred_boxes[s],
@@ -119,8 +108,8 @@ def stacked_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
             instances["mask_boxes"] = encoded.boxes[pair_mask[s].cpu()]
         else:
             instances["pred_masks"] = binary[pair_mask[s]]
-        found.append(instances)
-    return found
+        per_stage.append(instances)
+    return per_stage
 
 
 def grouped_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
@@ -128,10 +117,10 @@ def grouped_instance_inference(logits: torch.Tensor, mask_logits: torch.Tensor,
                                image_sizes: Sequence[tuple[int, int]],
                                output_sizes: Sequence[tuple[int, int]], topk: int = 100,
                                masks: MaskFormat = "bitmap") -> list[dict]:
-    """:func:`instance_inference` of N predictions in one padded batch (``logits (N, Q,
-    K)``, ``mask_logits (N, Q, h, w)``, ``boxes (N, Q, 4)``, an image and output size each):
-    those of one image and output size are post-processed together
-    (:func:`stacked_instance_inference`, one mask encoding for all)."""
+    """The instances of N predictions in one padded batch (``logits (N, Q, K)``,
+    ``mask_logits (N, Q, h, w)``, ``boxes (N, Q, 4)``, an image and output size each), as
+    :func:`stacked_instance_inference` makes them: those of one image and output size are
+    post-processed together (one call, one mask encoding for all)."""
     groups: dict[tuple, list[int]] = {}
     for n, sizes in enumerate(zip(image_sizes, output_sizes, strict=True)):
         groups.setdefault((tuple(sizes[0]), tuple(sizes[1])), []).append(n)

@@ -174,11 +174,11 @@ def write_report(tracking_uri: str, studies: list[str] | None, out: Path) -> Pat
         numeric, styler, tex = _tables(section)
         files[f"{section.key}-table.csv"] = numeric.to_csv()
         files[f"{section.key}-table.tex"] = tex
-        mine = [draw(section) for draw in (figures.layer_curves, figures.layer_gap,
+        section_charts = [draw(section) for draw in (figures.layer_curves, figures.layer_gap,
                                            figures.loss_curves)]
-        mine += [c for c in (figures.consistency_curve(section),) if c is not None]
-        charts += mine
-        contexts.append(_section_context(section, styler, mine))
+        section_charts += [c for c in (figures.consistency_curve(section),) if c is not None]
+        charts += section_charts
+        contexts.append(_section_context(section, styler, section_charts))
         contexts[-1]["gallery"] = gallery = section_gallery(tracking_uri, section)
         charts += [gallery] if gallery else []
         contexts[-1]["over_training"], speed_files = over = _over_training(section)

@@ -112,8 +112,8 @@ def figure_one(section: Section, cells: tuple[str, str]) -> Chart:
         figure = Figure(layout="constrained", figsize=(8, 3.6))
         axes = figure.subplots(1, 2, sharey=True)
         for ax, cell in zip(axes, cells):
-            mine = tidy[tidy["cell"] == cell]
-            sns.barplot(mine, x="position", y="AP", hue="task", errorbar="sd", ax=ax,
+            cell_rows = tidy[tidy["cell"] == cell]
+            sns.barplot(cell_rows, x="position", y="AP", hue="task", errorbar="sd", ax=ax,
                         order=["first layer", "last layer"], hue_order=hue_order)
             for bars in ax.containers:
                 ax.bar_label(bars, fmt="%.1f", padding=2, fontsize=8)
@@ -210,8 +210,8 @@ def tide_bars(section: Section, cells: tuple[str, str]) -> Chart | None:
         axes = figure.subplots(2, 2, sharey=True, sharex=True)
         for row, cell in zip(axes, cells):
             for ax, position in zip(row, ("first layer", "last layer")):
-                mine = tide[(tide["cell"] == cell) & (tide["position"] == position)]
-                sns.barplot(mine, x="error", y="dAP", hue="task", errorbar="sd", ax=ax,
+                cell_rows = tide[(tide["cell"] == cell) & (tide["position"] == position)]
+                sns.barplot(cell_rows, x="error", y="dAP", hue="task", errorbar="sd", ax=ax,
                             order=list(TIDE_ERRORS), hue_order=["box", "mask"])
                 ax.set(title=f"{MODEL_NAMES.get(model[cell], model[cell])} ({cell}), "
                              f"{position}", xlabel="", ylabel="TIDE dAP")

@@ -33,7 +33,7 @@ from dimaskdino.engine.evaluator import (
 from dimaskdino.engine.inference import predictions
 from dimaskdino.engine.trainer import Trainer
 from dimaskdino.modeling.model import DIMaskDINO
-from dimaskdino.modeling.postprocess import instance_inference
+from dimaskdino.modeling.postprocess import stacked_instance_inference
 
 runner = CliRunner()
 
@@ -318,11 +318,11 @@ def test_bad_input(trained, golden_fixtures, tmp_path):
 
 def test_probe_equals_a_per_layer_reference(tmp_path):
     """The probe's detections (exported as they are) and APs are those of a direct
-    computation: every layer of every image on its own through ``instance_inference`` with
-    full-size bool masks, every pair's mask encoded by itself, each layer scored by
-    ``coco_evaluate``; the same boxes, classes and RLEs, mask scores within float32
-    rounding (the encoder sums them in float64). Random weights keep every layer's top
-    pairs; images resized for the model (output != input size)."""
+    computation: every layer of every image on its own through
+    ``stacked_instance_inference`` with full-size bool masks, every pair's mask encoded by
+    itself, each layer scored by ``coco_evaluate``; the same boxes, classes and RLEs, mask
+    scores within float32 rounding (the encoder sums them in float64). Random weights keep
+    every layer's top pairs; images resized for the model (output != input size)."""
     paths = write_synthetic_dataset(tmp_path / "data", SyntheticSpec(
         num_train=1, num_val=3, height=80, width=112, max_objects=4, seed=2))
     annotations, images = paths["val"]
@@ -337,7 +337,7 @@ def test_probe_equals_a_per_layer_reference(tmp_path):
         for i, target in enumerate(targets):
             sizes = (pred.padded_size, pred.image_sizes[i], pred.output_sizes[i])
             for layer, outputs in enumerate(pred.layers):
-                found = instance_inference(*(outputs[key][i] for key in (
+                [found] = stacked_instance_inference(*(outputs[key][i:i + 1] for key in (
                     "pred_logits", "pred_masks", "pred_boxes")), *sizes,
                     config.model.detections_per_image)
                 del found["query_index"]  # no sharing: every pair's mask encoded alone

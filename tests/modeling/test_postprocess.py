@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dimaskdino.modeling.postprocess import instance_inference, stacked_instance_inference
+from dimaskdino.modeling.postprocess import stacked_instance_inference
 from dimaskdino.ops.masks import binary_masks_and_scores
 
 
@@ -49,8 +49,8 @@ def test_stacked_inference_equals_pair_by_pair(output):
                                                                dtype=torch.float64))
         torch.testing.assert_close(got["pred_boxes"], torch.tensor(want["pred_boxes"],
                                                                    dtype=torch.float64))
-        single = instance_inference(logits[s], mask_logits[s], boxes[s], padded, image,
-                                    output, topk)
+        [single] = stacked_instance_inference(logits[s:s + 1], mask_logits[s:s + 1],
+                                              boxes[s:s + 1], padded, image, output, topk)
         for key, value in single.items():
             assert torch.equal(value, got[key]), key
 
