@@ -61,3 +61,34 @@ def quick_builtin_backbone(monkeypatch):
 
     quick = apply_overrides(pretrain.recipe("tiny"), QUICK_PRETRAIN)
     monkeypatch.setitem(pretrain.RECIPES, "tiny", lambda: quick)
+
+
+CELLS = ("baseline", "di+bato")
+FAST = [*MICRO, "solver.max_iter=4", "solver.checkpoint_period=2",  # seconds per cell
+        "solver.probe_period=2"]
+SEEDS = 2
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> str:
+    """The tracking URI of a real MLflow store, built once for all the tests that read one
+    (the report's, ``dimask report``'s; they are marked slow): the ``modules`` study
+    restricted to :data:`CELLS`, :data:`SEEDS` seeds each, :data:`FAST` runs."""
+    import dataclasses
+
+    from dimaskdino.experiments.driver import inspect_study, run_study
+    from dimaskdino.experiments.plan import plan_study
+    from dimaskdino.experiments.registry import get_study
+    from dimaskdino.experiments.tracking import default_tracking_uri
+
+    root = tmp_path_factory.mktemp("report-store")
+    modules = get_study("modules")
+    study = dataclasses.replace(modules, cells=tuple(modules.cell(c) for c in CELLS))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DIMASK_CACHE", str(root / "cache"))
+        uri = default_tracking_uri(root / "out")
+        jobs = plan_study(study, "tiny", SEEDS, None, FAST, root / "out")
+        outcomes = run_study(inspect_study(jobs, uri), uri, root / "out", "local", {},
+                             lambda _: None)
+    assert [o.status for o in outcomes] == ["done"] * len(CELLS) * SEEDS
+    return uri

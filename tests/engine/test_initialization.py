@@ -250,7 +250,7 @@ def test_two_gloo_processes_start_from_the_main_processes_weights(tmp_path):
 
 def test_swin_backbone_weights_load_through_model_backbone_weights(tmp_path):
     """``model.backbone_weights`` of a Swin model reads the Swin repository's layout."""
-    from tests.test_checkpoint import SWIN, assert_swin_loaded, swin_repo_state
+    from tests.checkpoint.test_checkpoint import SWIN, assert_swin_loaded, swin_repo_state
 
     torch.manual_seed(3)
     source = SwinTransformer(SWIN)

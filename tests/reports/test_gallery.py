@@ -19,7 +19,7 @@ from dimaskdino.analysis.layer_detections import (
 )
 from dimaskdino.reports.gallery import section_gallery
 from dimaskdino.reports.runs import load_sections
-from tests.reports.conftest import CELLS, SEEDS
+from tests.conftest import CELLS, SEEDS
 
 pytestmark = pytest.mark.slow
 

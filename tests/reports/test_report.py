@@ -13,7 +13,7 @@ from scipy import stats
 
 from dimaskdino.experiments.registry import STUDIES, get_study
 from dimaskdino.reports.definitions import switches
-from tests.reports.conftest import CELLS, SEEDS
+from tests.conftest import CELLS, SEEDS
 
 pytestmark = pytest.mark.slow
 KEY = "modules-tiny-synthetic"
