@@ -92,3 +92,26 @@ def store(tmp_path_factory) -> str:
                              lambda _: None)
     assert [o.status for o in outcomes] == ["done"] * len(CELLS) * SEEDS
     return uri
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny DI-MaskDINO fitted to two images (so that every layer scores above zero), for
+    the layer probe's tests (tests/analysis, tests/cli): its checkpoint, the data spec of the
+    two images and their annotation file."""
+    from dimaskdino.config import apply_overrides, preset
+    from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
+    from dimaskdino.engine.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("probe")
+    paths = write_synthetic_dataset(root / "data", SyntheticSpec(
+        num_train=2, num_val=1, height=96, width=96, max_objects=4, seed=5))
+    annotations, images = paths["train"]
+    spec = f"coco-json:{annotations}:{images}"
+    config = apply_overrides(preset("tiny"), [
+        f"data.dataset={spec}", "data.min_scale=1.0", "data.max_scale=1.0",
+        "data.image_size=[96, 96]", "data.test_short=0", "solver.batch_size=2",
+        "solver.max_iter=120", "solver.steps=[]", "solver.warmup_iters=20",
+        "solver.checkpoint_period=0"])
+    result = Trainer(config, root / "run", progress=False).run()
+    return result.checkpoint, spec, annotations
