@@ -4,10 +4,11 @@ Both models at the same decoder depth (6 layers, 300 queries, 80 classes, the of
 DI-MaskDINO R50 shapes; MaskDINO = the same model with DI and BATO off), one 800x1216
 image per call through ``predict`` (preprocessing, model, instance inference), each with
 the C++ CPU deformable-attention kernel and with the pure-PyTorch reference op in float32,
-and with the CPU kernel in bf16 (``predict(precision="bf16")``: bf16 autocast, the op and
-the post-processing in float32; see ``dimaskdino/engine/precision.py``). The Swin-L rows
-put the same models on the Swin-L backbone of the ``swinl-*`` presets (window 12, 5
-feature levels with res2). Weights are random: the time does not depend on their values.
+and with the CPU kernel in bf16 (``engine.inference.predict(..., precision="bf16")``: bf16
+autocast, the op and the post-processing in float32; see ``dimaskdino/engine/precision.py``).
+The Swin-L rows put the same models on the Swin-L backbone of the ``swinl-*`` presets
+(window 12, 5 feature levels with res2). Weights are random: the time does not depend on
+their values.
 
     python benchmarks/model.py                 # 2 threads, median of 3 after a warm-up
     python benchmarks/model.py --backbones r50 --no-reference   # cpu op, fp32 vs bf16
@@ -27,6 +28,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from dimaskdino.config import ModelConfig, swin_large
+from dimaskdino.engine.inference import predict
 from dimaskdino.engine.precision import cpu_flags, native_bf16
 from dimaskdino.modeling.backbone import ResNetConfig
 from dimaskdino.modeling.model import DIMaskDINO
@@ -135,7 +137,7 @@ def benchmark(backbone: str, image: torch.Tensor, args: argparse.Namespace) -> N
         for name, backend, precision in variants:  # interleaved: drift hits all alike
             set_backend(models[name], backend)
             cpu_start = time.process_time()
-            elapsed = timed(partial(models[name].predict, [image], precision=precision))
+            elapsed = timed(partial(predict, models[name], [image], precision=precision))
             if repeat:
                 times[(name, backend, precision)].append(elapsed)
                 cpu_times[(name, backend, precision)].append(time.process_time() - cpu_start)
