@@ -20,6 +20,8 @@ decoder, residual cross-attention      :class:`decoder.DeformableDecoder`; its l
 §3.3 BATO, balance-aware tokens        :class:`bato.BalanceAwareTokens`: guiding tokens,
 optimization                           query-guided feature update, mask refresh
 shared class / box / mask heads        :class:`heads.PredictionHeads`
+attention + FFN layers (encoder, DI,   :class:`post_norm.PostNormLayer`: post-norm, the
+decoder, BATO)                         official parameter names and order
 losses (Hungarian matching, DN)        :class:`criterion.SetCriterion`,
                                        :mod:`matcher`, :mod:`denoising`
 Tab. 3-9 ablation switches             :class:`predictor.PredictorConfig` fields:
