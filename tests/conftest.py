@@ -38,7 +38,6 @@ MICRO = [
     "model.predictor.first_selected_queries=20", "model.predictor.num_guiding_tokens=4",
     "solver.batch_size=2", "solver.max_iter=8", "solver.steps=[]", "solver.checkpoint_period=4",
     "solver.log_period=1", "loss.num_points=64", "model.backbone_weights=none",
-    "model.backbone.freeze_at=0",
 ]
 # a pretraining of a few steps on a few small images: a second
 QUICK_PRETRAIN = ["iterations=3", "batch_size=8", "warmup_iters=1", "data.num_train=24",

@@ -12,7 +12,7 @@ from dimaskdino.modeling.model import DIMaskDINO
 
 
 def test_groups_scale_the_backbone_and_spare_norms_and_embeddings():
-    config = apply_overrides(preset("tiny"), ["model.backbone.freeze_at=0"])
+    config = preset("tiny")
     model = DIMaskDINO(config.model)
     solver = SolverConfig(lr=2e-4, weight_decay=0.05, backbone_multiplier=0.1)
     optimizer = build_optimizer(model, solver)
@@ -29,7 +29,7 @@ def test_groups_scale_the_backbone_and_spare_norms_and_embeddings():
 
 
 def test_a_frozen_backbone_is_left_out_of_the_optimizer():
-    model = DIMaskDINO(preset("tiny").model)  # the tiny preset freezes its whole backbone
+    model = DIMaskDINO(apply_overrides(preset("tiny"), ["model.backbone.freeze_at=5"]).model)
     optimizer = build_optimizer(model, SolverConfig())
     optimized = {id(p) for g in optimizer.param_groups for p in g["params"]}
     for name, param in model.named_parameters():
