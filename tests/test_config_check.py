@@ -47,3 +47,14 @@ def test_the_issues_example_is_one_line_before_any_work(tmp_path):
     assert "first_selected_queries=600" in line and "340 encoder tokens" in line
     assert "data.image_size=[192, 192]" in line and "first_selected_queries<=340" in line
     assert not out.exists()
+
+
+def test_a_frozen_backbone_trained_from_scratch_is_one_clear_error():
+    from dimaskdino.config import ConfigError, apply_overrides, check_starting_weights, preset
+
+    config = apply_overrides(preset("tiny"), ["model.backbone_weights=none",
+                                              "model.backbone.freeze_at=5"])
+    with pytest.raises(ConfigError, match=r"freeze_at=5 freezes random stages; add "
+                                          r"model\.backbone\.freeze_at=0"):
+        check_starting_weights(config)
+    check_starting_weights(apply_overrides(config, ["model.backbone.freeze_at=0"]))

@@ -69,6 +69,9 @@ class SolverConfig:
     weight_decay: float = ranged(0.05, at_least(0))
     backbone_multiplier: float = ranged(0.1, at_least(0))
     max_iter: int = ranged(88500, at_least(1))
+    # step: x gamma at each of ``steps`` (detectron2's WarmupMultiStepLR); cosine: half a
+    # cosine from the base rate to 0 at max_iter (WarmupCosineLR; steps, gamma unused)
+    schedule: str = ranged("step", one_of("step", "cosine"))
     # iterations where the rate is multiplied by gamma
     steps: tuple[int, ...] = ranged((81125,), each(between(1, "max_iter"), increasing=True))
     gamma: float = ranged(0.1, above(0))

@@ -1,4 +1,4 @@
-"""AdamW parameter groups and the warm-up + step learning-rate schedule.
+"""AdamW parameter groups and the warm-up + step (or cosine) learning-rate schedule.
 
 As the official training: backbone parameters learn at ``backbone_multiplier`` times the
 base rate; normalization layers and embeddings (Swin's relative position bias tables and
@@ -8,6 +8,7 @@ absolute position embedding among them) get no weight decay.
 from __future__ import annotations
 
 import bisect
+import math
 
 import torch
 from torch import nn
@@ -53,9 +54,13 @@ def build_optimizer(model: nn.Module, solver) -> torch.optim.AdamW:
 
 
 def lr_factor(iteration: int, solver) -> float:
-    """detectron2's ``WarmupMultiStepLR``: linear warm-up from ``warmup_factor`` over
-    ``warmup_iters``, then ``gamma`` per passed step."""
-    decay = solver.gamma ** bisect.bisect_right(solver.steps, iteration)
+    """detectron2's ``WarmupMultiStepLR`` (``schedule`` "step": ``gamma`` per passed step)
+    or ``WarmupCosineLR`` ("cosine": half a cosine to 0 at ``max_iter``), times a linear
+    warm-up from ``warmup_factor`` over ``warmup_iters``."""
+    if solver.schedule == "cosine":
+        decay = 0.5 * (1 + math.cos(math.pi * iteration / solver.max_iter))
+    else:
+        decay = solver.gamma ** bisect.bisect_right(solver.steps, iteration)
     if iteration >= solver.warmup_iters:
         return decay
     alpha = iteration / solver.warmup_iters

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dimaskdino.config import SolverConfig, preset
+from dimaskdino.config import SolverConfig, apply_overrides, preset
 from dimaskdino.engine.solver import build_optimizer, lr_factor, set_learning_rate
 from dimaskdino.modeling.backbone import SwinConfig, SwinTransformer
 from dimaskdino.modeling.model import DIMaskDINO
@@ -26,6 +26,14 @@ def test_groups_scale_the_backbone_and_spare_norms_and_embeddings():
     assert where[id(named["predictor.heads.class_embed.weight"])]["weight_decay"] == 0.05
     assert where[id(named["predictor.heads.class_embed.weight"])]["lr"] == 2e-4
     assert where[id(named["encoder.transformer.level_embed"])]["weight_decay"] == 0.05
+
+
+def test_a_frozen_backbone_is_left_out_of_the_optimizer():
+    model = DIMaskDINO(apply_overrides(preset("tiny"), ["model.backbone.freeze_at=5"]).model)
+    optimizer = build_optimizer(model, SolverConfig())
+    optimized = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    for name, param in model.named_parameters():
+        assert (id(param) in optimized) == (not name.startswith("backbone.")), name
 
 
 def test_swin_position_tables_get_no_weight_decay():
@@ -51,3 +59,18 @@ def test_warmup_and_steps():
     optimizer = build_optimizer(model, solver)
     assert set_learning_rate(optimizer, 25, solver) == 0.5
     assert optimizer.param_groups[0]["lr"] == 0.5
+
+
+def test_cosine_equals_torch_cosine_annealing_after_warmup():
+    solver = SolverConfig(lr=1.0, schedule="cosine", max_iter=40, steps=(20,), warmup_iters=8,
+                          warmup_factor=0.1)
+    model = torch.nn.Linear(2, 2)
+    reference = torch.optim.SGD(model.parameters(), lr=1.0)
+    annealing = torch.optim.lr_scheduler.CosineAnnealingLR(reference, T_max=40, eta_min=0)
+    for iteration in range(41):
+        cosine = reference.param_groups[0]["lr"]
+        warmup = 1.0 if iteration >= 8 else 0.1 + 0.9 * iteration / 8
+        assert lr_factor(iteration, solver) == pytest.approx(cosine * warmup, abs=1e-12)
+        reference.step()
+        annealing.step()
+    assert lr_factor(40, solver) == pytest.approx(0.0, abs=1e-12)  # steps and gamma unused
