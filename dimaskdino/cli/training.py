@@ -13,6 +13,7 @@ from rich.table import Table
 
 from dimaskdino.cli.errors import user_errors
 from dimaskdino.cli.options import Checkpoint, OfficialConfig, PrecisionOption
+from dimaskdino.config.presets import MODELS, PRESETS
 
 out = Console(soft_wrap=True)
 
@@ -34,10 +35,9 @@ def train(
     overrides: Annotated[list[str] | None, typer.Argument(
         help="Config overrides, e.g. solver.max_iter=300 model.predictor.dec_layers=6",
         show_default=False)] = None,
-    preset: Annotated[str, typer.Option(help="The experiment preset (an unknown name lists "
-                                             "them all; the table: dimaskdino.config.presets)."
-                                        )] = "tiny",
-    model: Annotated[str, typer.Option(help="dimaskdino | maskdino")] = "dimaskdino",
+    preset: Annotated[str, typer.Option(help="The experiment preset: " + ", ".join(PRESETS)
+                                        + ".")] = "tiny",
+    model: Annotated[str, typer.Option(help=" | ".join(MODELS))] = "dimaskdino",
     data: Annotated[str | None, typer.Option(
         help="Dataset spec: synthetic, coco:ROOT, bdd100k:ROOT, coco-json:ANN.json:IMAGE_DIR "
              "(default: the preset's; same as data.dataset=...).")] = None,

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from dimaskdino.checkpoint import load_model
 from dimaskdino.cli import app
+from dimaskdino.config.presets import MODELS, PRESETS
 from dimaskdino.data.coco import CocoInstances
 from dimaskdino.data.loader import EvaluationImages
 from dimaskdino.data.synthetic import SyntheticSpec, write_synthetic_dataset
@@ -72,6 +73,13 @@ def test_train_then_eval(tmp_path, tiny_dataset, micro_overrides):
 ])
 def test_bad_arguments(args, message):
     assert message in one_line_error(args)
+
+
+def test_help_names_every_preset_and_model():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    for name in (*PRESETS, *MODELS):
+        assert name in result.output
 
 
 def test_missing_annotation_file(tmp_path, micro_overrides):
