@@ -158,8 +158,9 @@ def image_views(model: DIMaskDINO, dataset: EvaluationImages, indices: Sequence[
     last = model.config.predictor.dec_layers
     names = class_names(dataset, model.config.predictor.num_classes)
     annotated = ground_truth and getattr(dataset.dataset, "has_annotations", False)
-    samples = ((index, *dataset.dataset[index], dataset[index][0]) for index in indices)
-    for index, original, target, model_input in announced(samples, mode, announce):
+    samples = ((index, *dataset.dataset[index]) for index in indices)
+    for index, original, target in announced(samples, mode, announce):
+        model_input, _ = dataset.for_testing(original, target)
         size = drawing_size(*original.shape[-2:], max_side)
         pred = predict(model, [model_input.to(device)], [size], all_layers=True,
                        precision=mode)

@@ -121,7 +121,11 @@ class EvaluationImages(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict]:
-        image, target = self.dataset[index]
+        return self.for_testing(*self.dataset[index])
+
+    def for_testing(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
+        """One of the dataset's ``(image, target)`` pairs as ``__getitem__`` gives it (for
+        a caller that also needs the original image, without reading it twice)."""
         height, width = image.shape[-2:]
         target = {**target, "height": height, "width": width}
         if self.short:

@@ -305,14 +305,15 @@ class Trainer:
         loader = training_loader(stream, self.local_batch, start, solver.max_iter,
                                  distributed.rank(), distributed.world_size(),
                                  config.data.workers, interrupt.ignore_stop_signals)
-        announce = self.progress and self.main and functools.partial(print, file=sys.stderr)
+        announce = functools.partial(print, file=sys.stderr) \
+            if self.progress and self.main else None
         with interrupt.StopRequest() as stop, \
                 progress_bar(disable=not (self.progress and self.main)) as bar:
             task = bar.add_task(f"train {config.model.name}", total=solver.max_iter,
                                 completed=start, status="")
             started = time.perf_counter()
             for iteration, (images, targets) in enumerate(
-                    announced(loader, precision, announce or None), start):
+                    announced(loader, precision, announce), start):
                 lr = set_learning_rate(self.optimizer, iteration, solver)
                 losses = self._step(model, precision, scaler, iteration, images, targets)
                 done = iteration + 1

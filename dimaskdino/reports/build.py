@@ -175,7 +175,7 @@ def write_report(tracking_uri: str, studies: list[str] | None, out: Path) -> Pat
         files[f"{section.key}-table.csv"] = numeric.to_csv()
         files[f"{section.key}-table.tex"] = tex
         section_charts = [draw(section) for draw in (figures.layer_curves, figures.layer_gap,
-                                           figures.loss_curves)]
+                                                     figures.loss_curves)]
         section_charts += [c for c in (figures.consistency_curve(section),) if c is not None]
         charts += section_charts
         contexts.append(_section_context(section, styler, section_charts))
